@@ -1,0 +1,1 @@
+"""The operator's sync configuration (`model`) and, later, the engine that applies it."""

@@ -1,0 +1,24 @@
+"""Durable state on Azure Storage: checkpoints and the record ledger in Table storage, dead letters and
+run reports in Blob storage. `StateStore` bundles them; `StateStore.from_settings` wires the clients
+(connection string for local dev, managed identity in Azure)."""
+
+from shared.store.checkpoints import Checkpoint, CheckpointConflict, CheckpointStore
+from shared.store.deadletters import DeadLetter, DeadLetterStore
+from shared.store.ledger import LedgerConflict, LedgerRecord, RecordLedger, RecordStatus
+from shared.store.reports import RunReport, RunReportStore
+from shared.store.state import StateStore
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointConflict",
+    "CheckpointStore",
+    "DeadLetter",
+    "DeadLetterStore",
+    "LedgerConflict",
+    "LedgerRecord",
+    "RecordLedger",
+    "RecordStatus",
+    "RunReport",
+    "RunReportStore",
+    "StateStore",
+]

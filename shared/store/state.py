@@ -1,0 +1,78 @@
+"""Wires the stores to Azure Storage: a connection string (Azurite, local dev) or the account name with
+managed identity (`DefaultAzureCredential`; in Azure the Function App's user-assigned identity)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient
+
+from shared.store.checkpoints import CheckpointStore
+from shared.store.deadletters import DeadLetterStore
+from shared.store.ledger import RecordLedger
+from shared.store.reports import RunReportStore
+
+
+@dataclass
+class StateStore:
+    checkpoints: CheckpointStore
+    ledger: RecordLedger
+    deadletters: DeadLetterStore
+    reports: RunReportStore
+
+    @classmethod
+    def connect(
+        cls,
+        *,
+        connection_string: str | None = None,
+        account_name: str | None = None,
+        credential=None,
+        table_prefix: str = "acsd365",
+        container: str = "acsd365-state",
+        create: bool = True,
+    ) -> StateStore:
+        if connection_string:
+            tables = TableServiceClient.from_connection_string(connection_string)
+            blobs = BlobServiceClient.from_connection_string(connection_string)
+        elif account_name:
+            if credential is None:
+                from azure.identity import DefaultAzureCredential  # imported only where used: slow import
+
+                credential = DefaultAzureCredential()
+            tables = TableServiceClient(
+                f"https://{account_name}.table.core.windows.net", credential=credential
+            )
+            blobs = BlobServiceClient(f"https://{account_name}.blob.core.windows.net", credential=credential)
+        else:
+            raise ValueError("need a storage connection string or an account name")
+        checkpoints = tables.get_table_client(f"{table_prefix}checkpoints")
+        ledger = tables.get_table_client(f"{table_prefix}ledger")
+        blob_container = blobs.get_container_client(container)
+        if create:
+            for table in (checkpoints, ledger):
+                try:
+                    table.create_table()
+                except ResourceExistsError:
+                    pass
+            try:
+                blob_container.create_container()
+            except ResourceExistsError:
+                pass
+        return cls(
+            checkpoints=CheckpointStore(checkpoints),
+            ledger=RecordLedger(ledger),
+            deadletters=DeadLetterStore(blob_container),
+            reports=RunReportStore(blob_container),
+        )
+
+    @classmethod
+    def from_settings(cls, settings) -> StateStore:
+        secret = settings.state_storage_connection_string
+        return cls.connect(
+            connection_string=secret.get_secret_value() if secret else None,
+            account_name=settings.state_storage_account_name,
+            table_prefix=settings.state_table_prefix,
+            container=settings.state_container,
+        )
