@@ -13,17 +13,25 @@ from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+
+class _KeepAliveHandler(WSGIRequestHandler):
+    # HTTP/1.1 keeps connections open between requests, as the cloud services do; werkzeug's default
+    # (HTTP/1.0) would make every client call pay a new TCP (and TLS) handshake.
+    protocol_version = "HTTP/1.1"
 
 
 class EmulatorServer:
     """Serves a WSGI app on 127.0.0.1 (port 0 = a free one) from a background thread."""
 
     def __init__(self, app, *, host: str = "127.0.0.1", port: int = 0, ssl_context=None) -> None:
-        self._server = make_server(host, port, app, threaded=True, ssl_context=ssl_context)
+        self._server = make_server(
+            host, port, app, threaded=True, ssl_context=ssl_context, request_handler=_KeepAliveHandler
+        )
         self._server.daemon_threads = True
         scheme = "https" if ssl_context is not None else "http"
         self.host = host
@@ -33,7 +41,10 @@ class EmulatorServer:
 
     def start(self) -> EmulatorServer:
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"emulator-{self.port}", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"emulator-{self.port}",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -131,6 +142,27 @@ class ServerLimit:
         self.peak_in_flight = 0
         self.rejected = {"requests": 0, "concurrency": 0}
 
+    def _expire(self, now: float) -> None:
+        while self._times and self._times[0] <= now - self.window_seconds:
+            self._times.popleft()
+
+    def remaining_requests(self) -> int | None:
+        """Requests left in the current window (None when unlimited), for informational headers."""
+        if self.max_requests is None:
+            return None
+        with self._lock:
+            self._expire(time.monotonic())
+            return max(0, self.max_requests - len(self._times))
+
+    def charge(self, count: int) -> None:
+        """Count work done inside an already admitted request (a batch's inner requests) toward the
+        window without rejecting it: the next requests pay for it."""
+        if self.max_requests is None or count <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            self._times.extend([now] * count)
+
     @contextmanager
     def admit(self):
         """Yields None when admitted (the slot is held for the block), else (retry_after, reason)."""
@@ -142,8 +174,7 @@ class ServerLimit:
             else:
                 verdict = None
                 if self.max_requests is not None:
-                    while self._times and self._times[0] <= now - self.window_seconds:
-                        self._times.popleft()
+                    self._expire(now)
                     if len(self._times) >= self.max_requests:
                         self.rejected["requests"] += 1
                         verdict = (max(0.05, self._times[0] + self.window_seconds - now), "requests")

@@ -1,0 +1,110 @@
+"""The `/_emulator/` HTTP surface, for a process that does not hold the emulator object (the demo).
+No authentication, faults or limits. Errors answer 400 `{"error": "..."}`.
+
+  GET   /_emulator/stats                   counters (engine calls, requests, tokens, limit, faults, journal)
+  GET   /_emulator/snapshot/<resource>     stored rows
+  POST  /_emulator/profiles                {profile}                      -> {"PKey"}
+  PATCH /_emulator/profiles/<PKey>         {changes}                      -> {"PKey"}
+  POST  /_emulator/events                  {"events", "duplicate_rate"?, "shuffle_seed"?} -> {"positions"}
+  POST  /_emulator/events/generate         {"n", "types"?, "seed"?}       -> {"events": [...], "count"}
+  POST  /_emulator/faults                  FaultConfig fields             -> the configuration
+  POST  /_emulator/time                    {"advance_seconds"}            -> {}
+  POST  /_emulator/reset-counters                                         -> {}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.wrappers import Request, Response
+
+from emulators.common import FaultConfig
+
+from .responses import json_response
+from .schema import DataError
+
+if TYPE_CHECKING:
+    from .emulator import CampaignEmulator
+
+
+class AdminApi:
+    def __init__(self, emulator: CampaignEmulator) -> None:
+        self.emulator = emulator
+
+    def handle(self, request: Request) -> Response:
+        parts = [part for part in request.path.split("/") if part][1:]
+        route = (request.method, *parts[:2])
+        try:
+            if route == ("GET", "stats"):
+                return json_response(self._stats())
+            if route[:2] == ("GET", "snapshot") and len(parts) == 2:
+                if parts[1] not in self.emulator.store.tables:
+                    return _error(f"unknown resource {parts[1]}", 404)
+                return json_response(self.emulator.snapshot(parts[1]))
+            if route == ("POST", "profiles") and len(parts) == 1:
+                return json_response({"PKey": self.emulator.put_profile(_body(request))}, 201)
+            if route[:2] == ("PATCH", "profiles") and len(parts) == 2:
+                self.emulator.update_profile(parts[1], _body(request))
+                return json_response({"PKey": parts[1]})
+            if route == ("POST", "events") and len(parts) == 1:
+                body = _body(request)
+                positions = self.emulator.publish_events(
+                    body.get("events", []),
+                    duplicate_rate=float(body.get("duplicate_rate", 0.0)),
+                    shuffle_seed=body.get("shuffle_seed"),
+                )
+                return json_response({"positions": positions})
+            if route == ("POST", "events", "generate"):
+                body = _body(request)
+                options: dict[str, Any] = {"seed": int(body.get("seed", 1))}
+                if "types" in body:
+                    options["types"] = tuple(body["types"])
+                events = self.emulator.generate_events(int(body.get("n", 10)), **options)
+                return json_response({"events": events, "count": len(events)})
+            if route == ("POST", "faults"):
+                config = FaultConfig(**_body(request))
+                self.emulator.faults.configure(config)
+                return json_response(dataclasses.asdict(config))
+            if route == ("POST", "time"):
+                self.emulator.advance_time(float(_body(request).get("advance_seconds", 0)))
+                return json_response({})
+            if route == ("POST", "reset-counters"):
+                self.emulator.reset_counters()
+                return json_response({})
+        except DataError as error:
+            return _error(f"{error.code} {error.detail}", error.status if error.status != 500 else 400)
+        except (TypeError, ValueError) as error:
+            return _error(str(error))
+        return _error(f"no admin route {request.method} {request.path}", 404)
+
+    def _stats(self) -> dict[str, Any]:
+        emulator = self.emulator
+        with emulator.store.lock:
+            engine_calls = dict(emulator.engine_calls)
+            by_resource = {name: dict(counts) for name, counts in emulator.engine_calls_by_resource.items()}
+            records = {name: len(table) for name, table in emulator.store.tables.items()}
+        return {
+            "engine_calls": engine_calls,
+            "engine_calls_by_resource": by_resource,
+            "request_count": emulator.request_count,
+            "tokens_issued": emulator.tokens_issued,
+            "limit": {
+                "peak_in_flight": emulator.limit.peak_in_flight,
+                "rejected": dict(emulator.limit.rejected),
+            },
+            "faults": dict(emulator.faults.counts),
+            "journal": {"published": emulator.journal.published, "retained": emulator.journal.retained},
+            "records": records,
+        }
+
+
+def _body(request: Request) -> dict[str, Any]:
+    body = request.get_json(silent=True, force=True)
+    if not isinstance(body, dict):
+        raise ValueError("a JSON object body is expected")
+    return body
+
+
+def _error(message: str, status: int = 400) -> Response:
+    return json_response({"error": message}, status)
