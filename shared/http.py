@@ -7,17 +7,21 @@ concurrent requests), one token refresh on 401, and typed errors (`shared.errors
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
+import functools
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import requests
+import requests.adapters
 import urllib3.exceptions
 
 from shared.errors import (
@@ -35,6 +39,26 @@ from shared.errors import (
 log = logging.getLogger(__name__)
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+@functools.cache
+def environment_proxies() -> dict[str, str]:
+    return {scheme: url for scheme, url in urllib.request.getproxies().items() if scheme in ("http", "https")}
+
+
+def new_session(*, pool_size: int = 10) -> requests.Session:
+    """A Session that reads proxy settings from the environment once, not on every request.
+
+    With `trust_env` on, requests re-scans the whole process environment per request (proxies, netrc,
+    REQUESTS_CA_BUNDLE), which costs more CPU than the rest of a call; TLS trust is passed explicitly.
+    """
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies.update(environment_proxies())
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
 
 
 @dataclass(frozen=True)
@@ -101,6 +125,22 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+_retry_override: contextvars.ContextVar[RetryPolicy | None] = contextvars.ContextVar(
+    "retry_override", default=None
+)
+
+
+@contextmanager
+def retry_policy(policy: RetryPolicy) -> Iterator[None]:
+    """Use `policy` for every call made in this context (e.g. a webhook, which must answer within
+    Dataverse's timeout and leaves longer retries to the timer)."""
+    token = _retry_override.set(policy)
+    try:
+        yield
+    finally:
+        _retry_override.reset(token)
 
 
 class RateLimiter:
@@ -175,7 +215,7 @@ class ApiPipeline:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     limiter: RateLimiter = field(default_factory=RateLimiter)
     error_parser: ErrorParser = _default_error_parser
-    session: requests.Session = field(default_factory=requests.Session)
+    session: requests.Session = field(default_factory=new_session)
     # Passed per request: a Session's own `verify` loses to REQUESTS_CA_BUNDLE from the environment.
     verify: str | bool | None = None
     sleep: Callable[[float], None] = time.sleep
@@ -205,17 +245,21 @@ class ApiPipeline:
         json: Any = None,
         data: Any = None,
         ok_statuses: Iterable[int] = (),
+        accept: Callable[[requests.Response], bool] | None = None,
         timeout: tuple[float, float] | None = None,
     ) -> requests.Response:
         """Send one logical request, retrying per policy; raise a typed `ServiceError` on failure.
 
         `idempotent` defaults from the method (GET/PUT/DELETE yes; POST/PATCH no). Statuses in
-        `ok_statuses` are returned instead of raised (e.g. 404 when the caller tests for existence).
+        `ok_statuses` are returned instead of raised (e.g. 404 when the caller tests for existence), and
+        so is any error response `accept` approves (e.g. a $batch answer: a failing part makes its status
+        an error, yet its multipart body holds every part's result).
         """
         method = method.upper()
         if idempotent is None:
             idempotent = method in IDEMPOTENT_METHODS
         url = self.url(path_or_url)
+        retry = _retry_override.get() or self.retry
         ok = set(ok_statuses)
         refreshed = False
         attempt = 0
@@ -238,10 +282,10 @@ class ApiPipeline:
                     )
             except requests.RequestException as exc:
                 may_have_applied = not _sent_nothing(exc)
-                if attempt < self.retry.total and (idempotent or not may_have_applied):
+                if attempt < retry.total and (idempotent or not may_have_applied):
                     attempt += 1
                     self._count("retries")
-                    delay = self.retry.backoff(attempt)
+                    delay = retry.backoff(attempt)
                     log.debug(
                         "%s %s %s failed (%s); retry %d in %.2fs",
                         self.service,
@@ -260,7 +304,7 @@ class ApiPipeline:
                 ) from exc
 
             status = response.status_code
-            if status < 400 or status in ok:
+            if status < 400 or status in ok or (accept is not None and accept(response)):
                 return response
             info = self.error_parser(response)
             if status == 429:
@@ -274,12 +318,12 @@ class ApiPipeline:
                 refreshed = True
                 self.token_provider.invalidate()
                 continue
-            retriable = status in self.retry.retry_on_status and info.retriable is not False
-            safe_to_resend = idempotent or status in self.retry.not_applied_status
-            if retriable and safe_to_resend and attempt < self.retry.total:
+            retriable = status in retry.retry_on_status and info.retriable is not False
+            safe_to_resend = idempotent or status in retry.not_applied_status
+            if retriable and safe_to_resend and attempt < retry.total:
                 attempt += 1
                 self._count("retries")
-                delay = self.retry.delay(attempt, response)
+                delay = retry.delay(attempt, response)
                 log.debug(
                     "%s %s %s -> %d %s; retry %d in %.2fs",
                     self.service,
@@ -293,11 +337,6 @@ class ApiPipeline:
                 self.sleep(delay)
                 continue
             raise self._error(method, url, response, info)
-
-    def error_for(self, response: requests.Response) -> ServiceError:
-        """The typed error for a response the caller accepted through `ok_statuses` but cannot use
-        (e.g. a 400 that is not the multipart body a $batch may answer with)."""
-        return self._error(response.request.method or "", response.url, response, self.error_parser(response))
 
     def _error(self, method: str, url: str, response: requests.Response, info: ErrorInfo) -> ServiceError:
         status = response.status_code

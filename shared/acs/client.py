@@ -17,7 +17,7 @@ from urllib.parse import quote, urlencode
 import requests
 
 from shared.acs.errors import AmbiguousKeyError, parse_campaign_error
-from shared.http import ApiPipeline, RateLimiter, RetryPolicy, TokenProvider
+from shared.http import ApiPipeline, RateLimiter, RetryPolicy, TokenProvider, new_session
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class CampaignClient:
             retry=retry or RetryPolicy(),
             limiter=RateLimiter(requests_per_second=requests_per_second, max_concurrency=max_concurrency),
             error_parser=parse_campaign_error,
-            session=session or requests.Session(),
+            session=session or new_session(),
             verify=verify,
         )
 

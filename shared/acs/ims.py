@@ -15,7 +15,7 @@ import requests
 
 from shared.acs.errors import parse_ims_error
 from shared.errors import AuthenticationError, RequestRejectedError
-from shared.http import ApiPipeline, RetryPolicy
+from shared.http import ApiPipeline, RetryPolicy, new_session
 
 DEFAULT_TOKEN_URL = "https://ims-na1.adobelogin.com/ims/token/v3"
 
@@ -63,7 +63,7 @@ class ImsTokenProvider:
             timeout=timeout,
             retry=retry or RetryPolicy(),
             error_parser=parse_ims_error,
-            session=session or requests.Session(),
+            session=session or new_session(),
             verify=verify,
         )
         self._token_url = token_url

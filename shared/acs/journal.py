@@ -19,7 +19,7 @@ import requests
 from shared.acs.errors import JournalPositionExpired, parse_gateway_error
 from shared.acs.events import CampaignEmailEvent, EventParser
 from shared.errors import NotFoundError, RequestRejectedError
-from shared.http import ApiPipeline, RateLimiter, RetryPolicy, TokenProvider, parse_retry_after
+from shared.http import ApiPipeline, RateLimiter, RetryPolicy, TokenProvider, new_session, parse_retry_after
 
 # Besides the documented 410, accept a 400/404 whose message says the position is stale or unknown.
 _EXPIRED_MESSAGE = re.compile(r"expired|invalid position|position .*(not (valid|found)|unknown)", re.I)
@@ -77,7 +77,7 @@ class JournalReader:
             # One reader walks one journal sequentially.
             limiter=RateLimiter(max_concurrency=1),
             error_parser=parse_gateway_error,
-            session=session or requests.Session(),
+            session=session or new_session(),
             verify=verify,
         )
         self.retry_after: float | None = None

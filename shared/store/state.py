@@ -6,13 +6,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from azure.core.exceptions import ResourceExistsError
+from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
+from shared.http import new_session
 from shared.store.checkpoints import CheckpointStore
 from shared.store.deadletters import DeadLetterStore
 from shared.store.ledger import RecordLedger
 from shared.store.reports import RunReportStore
+
+
+def _transport() -> RequestsTransport:
+    # Environment proxies read once, not per request (see shared.http.new_session); a pool wide enough
+    # for the flows' worker threads.
+    return RequestsTransport(session=new_session(pool_size=32), session_owner=True, use_env_settings=False)
 
 
 @dataclass
@@ -33,9 +41,10 @@ class StateStore:
         container: str = "acsd365-state",
         create: bool = True,
     ) -> StateStore:
+        options = {"transport": _transport()}
         if connection_string:
-            tables = TableServiceClient.from_connection_string(connection_string)
-            blobs = BlobServiceClient.from_connection_string(connection_string)
+            tables = TableServiceClient.from_connection_string(connection_string, **options)
+            blobs = BlobServiceClient.from_connection_string(connection_string, transport=_transport())
         elif account_name:
             if credential is None:
                 from azure.identity import DefaultAzureCredential  # imported only where used: slow import
