@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.http import RetryPolicy
+
 _NCRONTAB = re.compile(r"^\s*(\S+\s+){5}\S+\s*$")
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -94,6 +96,11 @@ class AppSettings(BaseSettings):
     events_push_schedule: str = "0 */5 * * * *"
     optout_sync_schedule: str = "0 */5 * * * *"
 
+    # --- Retries of every HTTP call (429/5xx/connection errors; Retry-After always wins) ----------
+    http_max_retries: int = Field(6, ge=0, le=20)
+    http_backoff_seconds: float = Field(0.5, ge=0, description="first backoff; doubles per attempt")
+    http_backoff_max_seconds: float = Field(30.0, ge=0)
+
     # --- Flow tuning ---------------------------------------------------------------------------
     function_time_budget_seconds: int = Field(480, ge=30, description="stop cleanly before functionTimeout")
     retry_max_attempts: int = Field(8, ge=1, le=100)
@@ -140,6 +147,14 @@ class AppSettings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown event type(s) {sorted(unknown)}; use send, open, click, bounce")
         return value
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            total=self.http_max_retries,
+            backoff_factor=self.http_backoff_seconds,
+            backoff_max=self.http_backoff_max_seconds,
+        )
 
     @property
     def campaign_base_url(self) -> str:

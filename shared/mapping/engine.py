@@ -21,6 +21,7 @@ from shared.mapping.model import FieldMapping, FilterCondition, OptOutPair, Tabl
 
 FORMATTED = "@OData.Community.Display.V1.FormattedValue"
 PICKLIST_TYPES = frozenset({"Picklist", "State", "Status", "MultiSelectPicklist"})
+LOOKUP_TYPES = frozenset({"Lookup", "Customer", "Owner"})
 # Dataverse AttributeType → the conversion applied when the field mapping names no type.
 _DEFAULT_TYPES = {
     "String": "String",
@@ -69,6 +70,8 @@ class MappedRecord:
     payload: dict[str, Any]  # every mapped field, for create, initial load and replay
     update_payload: dict[str, Any]  # only fields with apply_updates, for steady-state updates
     content_hash: str  # hash of update_payload: equal hash → nothing to write
+    # Opt-out flags kept out of the payload (bidirectional opt-out): Campaign field → Dynamics value.
+    optout: dict[str, bool] = field(default_factory=dict)
 
 
 def _parse_datetime(value: Any) -> datetime | None:
@@ -256,13 +259,15 @@ class MappingEngine:
         *,
         columns: Mapping[str, ColumnInfo] | None = None,
         optout_pairs: Iterable[OptOutPair] = (),
+        optout_in_payload: bool = True,
     ) -> None:
         self.mapping = mapping
         self.columns = dict(columns or {})
-        # Opt-out pairs ride along as Boolean fields that always apply updates.
-        self.fields: list[FieldMapping] = list(mapping.fields) + [
-            FieldMapping(d365=pair.d365, acs=pair.acs, type="Boolean") for pair in optout_pairs
-        ]
+        optout_fields = [FieldMapping(d365=pair.d365, acs=pair.acs, type="Boolean") for pair in optout_pairs]
+        # One-way opt-out rides along as Boolean fields that always apply updates; two-way opt-out is
+        # returned apart, for the conflict rule to decide.
+        self.fields: list[FieldMapping] = list(mapping.fields) + (optout_fields if optout_in_payload else [])
+        self.optout_fields = [] if optout_in_payload else optout_fields
         self._replacements: dict[str, list[tuple[Any, Any]]] = {}
         for replacement in mapping.replacements:
             self._replacements.setdefault(replacement.field, []).append(
@@ -273,10 +278,18 @@ class MappingEngine:
     def source_columns(self) -> list[str]:
         """Every Dynamics column the engine reads: the $select of change tracking and reads."""
         names = {self.mapping.key.d365, "versionnumber", "modifiedon"}
-        names.update(f.d365 for f in self.fields)
+        names.update(f.d365 for f in self.fields + self.optout_fields)
         if self.mapping.filter:
             names.update(c.field for c in self.mapping.filter.conditions)
         return sorted(names)
+
+    @property
+    def select(self) -> list[str]:
+        """`source_columns` as the Web API's `$select` names them: lookups as `_<name>_value`."""
+        return [
+            f"_{name}_value" if name in self.columns and self.columns[name].type in LOOKUP_TYPES else name
+            for name in self.source_columns
+        ]
 
     def includes(self, row: SourceRow) -> bool:
         row_filter = self.mapping.filter
@@ -333,4 +346,5 @@ class MappingEngine:
             payload=payload,
             update_payload=update_payload,
             content_hash=content_hash(update_payload),
+            optout={f.acs: bool(self._value(f, row)) for f in self.optout_fields},
         )

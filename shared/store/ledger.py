@@ -137,6 +137,15 @@ class RecordLedger:
     def delete(self, mapping: str, source_id: str) -> None:
         self._table.delete_entity(encode_key(mapping), encode_key(source_id))
 
+    def is_empty(self, mapping: str) -> bool:
+        query = self._table.query_entities(
+            "PartitionKey eq @pk",
+            parameters={"pk": encode_key(mapping)},
+            select=["RowKey"],
+            results_per_page=1,
+        )
+        return next(iter(query), None) is None
+
     def iter_records(self, mapping: str, *, status: RecordStatus | None = None) -> Iterator[LedgerRecord]:
         query = "PartitionKey eq @pk"
         parameters: dict[str, Any] = {"pk": encode_key(mapping)}

@@ -41,8 +41,16 @@ def test_setting_names_are_case_insensitive_as_on_windows_plans():
 def test_an_empty_environment_names_every_missing_setting_in_one_error():
     problems = problems_of({})
     for name in (
-        "D365_ORG_URL", "D365_TENANT_ID", "D365_CLIENT_ID", "D365_CLIENT_SECRET", "ACS_TENANT", "ACS_CLIENT_ID",
-        "ACS_CLIENT_SECRET", "ACS_EVENTS_JOURNAL_URL", "ACS_IMS_ORG_ID", "STATE_STORAGE_ACCOUNT_NAME",
+        "D365_ORG_URL",
+        "D365_TENANT_ID",
+        "D365_CLIENT_ID",
+        "D365_CLIENT_SECRET",
+        "ACS_TENANT",
+        "ACS_CLIENT_ID",
+        "ACS_CLIENT_SECRET",
+        "ACS_EVENTS_JOURNAL_URL",
+        "ACS_IMS_ORG_ID",
+        "STATE_STORAGE_ACCOUNT_NAME",
     ):
         assert name in problems, name
     assert problems["D365_ORG_URL"] == "missing"
@@ -50,13 +58,19 @@ def test_an_empty_environment_names_every_missing_setting_in_one_error():
 
 def test_invalid_values_are_reported_together_with_missing_ones():
     env = valid_environment(
-        D365_MAX_CONCURRENCY="80", CONTACTS_SYNC_SCHEDULE="*/5 * * * *", D365_ORG_URL="contoso.crm",
+        D365_MAX_CONCURRENCY="80",
+        CONTACTS_SYNC_SCHEDULE="*/5 * * * *",
+        D365_ORG_URL="contoso.crm",
         EVENT_TYPES="open,unsubscribe",
     )
     del env["ACS_CLIENT_ID"]
     problems = problems_of(env)
     assert set(problems) == {
-        "D365_MAX_CONCURRENCY", "CONTACTS_SYNC_SCHEDULE", "D365_ORG_URL", "EVENT_TYPES", "ACS_CLIENT_ID",
+        "D365_MAX_CONCURRENCY",
+        "CONTACTS_SYNC_SCHEDULE",
+        "D365_ORG_URL",
+        "EVENT_TYPES",
+        "ACS_CLIENT_ID",
     }
     assert "52" in problems["D365_MAX_CONCURRENCY"]
     assert "6 fields" in problems["CONTACTS_SYNC_SCHEDULE"]
@@ -78,7 +92,11 @@ def test_a_certificate_can_replace_the_dynamics_client_secret():
 def test_importing_settings_with_an_empty_environment_fails_with_one_message():
     result = subprocess.run(
         [sys.executable, "-c", "import shared.settings"],
-        cwd=ROOT, env={"PATH": os.environ.get("PATH", "")}, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env={"PATH": os.environ.get("PATH", "")},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "shared.settings.SettingsError: Invalid app settings" in result.stderr

@@ -86,8 +86,16 @@ def test_a_checkpoint_reset_starts_the_stream_over(state_store):
 def test_ledger_records_round_trip_with_big_versions_and_awkward_ids(state_store):
     ledger = state_store.ledger
     for source_id in AWKWARD_IDS:
-        ledger.save(LedgerRecord("contacts", source_id, source_version=2**40 + 7, content_hash="h",
-                                 target_key="@pkey", extra={"blackListEmail": True}))
+        ledger.save(
+            LedgerRecord(
+                "contacts",
+                source_id,
+                source_version=2**40 + 7,
+                content_hash="h",
+                target_key="@pkey",
+                extra={"blackListEmail": True},
+            )
+        )
     for source_id in AWKWARD_IDS[:-1]:
         record = ledger.get("contacts", source_id)
         assert record.source_version == 2**40 + 7
@@ -112,24 +120,51 @@ def test_ledger_counts_by_status_and_finds_failed_records_due_for_retry(state_st
     statuses = [RecordStatus.SYNCED] * 5 + [RecordStatus.EXCLUDED] * 2
     for i, status in enumerate(statuses):
         ledger.save(LedgerRecord("contacts", f"s{i}", status=status))
-    ledger.save(LedgerRecord("contacts", "due", status=RecordStatus.FAILED, attempts=2,
-                             next_attempt_at=now - timedelta(minutes=1)))
-    ledger.save(LedgerRecord("contacts", "later", status=RecordStatus.FAILED, attempts=1,
-                             next_attempt_at=now + timedelta(hours=1)))
+    ledger.save(
+        LedgerRecord(
+            "contacts",
+            "due",
+            status=RecordStatus.FAILED,
+            attempts=2,
+            next_attempt_at=now - timedelta(minutes=1),
+        )
+    )
+    ledger.save(
+        LedgerRecord(
+            "contacts",
+            "later",
+            status=RecordStatus.FAILED,
+            attempts=1,
+            next_attempt_at=now + timedelta(hours=1),
+        )
+    )
     ledger.save(LedgerRecord("vehicles", "other", status=RecordStatus.FAILED, next_attempt_at=now))
     counts = ledger.count_by_status("contacts")
     assert counts == {"synced": 5, "excluded": 2, "failed": 2, "deleted": 0, "dead": 0}
     assert [r.source_id for r in ledger.due_for_retry("contacts", now=now)] == ["due"]
-    assert {r.source_id for r in ledger.iter_records("contacts", status=RecordStatus.FAILED)} == {"due", "later"}
+    assert {r.source_id for r in ledger.iter_records("contacts", status=RecordStatus.FAILED)} == {
+        "due",
+        "later",
+    }
 
 
 def test_dead_letters_keep_payload_error_and_attempt_history(state_store):
     letters = state_store.deadletters
-    letters.put(flow="contacts_sync", mapping="contacts", record_id="c/1", payload={"email": "bad"},
-                error={"type": "RequestRejectedError", "code": "RST-360011", "message": "invalid email"})
-    letters.put(flow="contacts_sync", mapping="contacts", record_id="c/1", payload={"email": "bad2"},
-                error={"type": "RequestRejectedError", "code": "RST-360011", "message": "still invalid"},
-                correlation_id="corr-1")
+    letters.put(
+        flow="contacts_sync",
+        mapping="contacts",
+        record_id="c/1",
+        payload={"email": "bad"},
+        error={"type": "RequestRejectedError", "code": "RST-360011", "message": "invalid email"},
+    )
+    letters.put(
+        flow="contacts_sync",
+        mapping="contacts",
+        record_id="c/1",
+        payload={"email": "bad2"},
+        error={"type": "RequestRejectedError", "code": "RST-360011", "message": "still invalid"},
+        correlation_id="corr-1",
+    )
     letters.put(flow="events_push", mapping="events", record_id="e1", error={"message": "no contact"})
     letter = letters.get("contacts_sync", "contacts", "c/1")
     assert letter.payload == {"email": "bad2"} and letter.error["message"] == "still invalid"

@@ -22,7 +22,9 @@ def contact_mapping(data: dict) -> dict:
     return data["tables"][0]
 
 
-def vehicle_mapping(name: str = "vehicles", table: str = "cr123_vehicle", resource: str = "cusVehicle") -> dict:
+def vehicle_mapping(
+    name: str = "vehicles", table: str = "cr123_vehicle", resource: str = "cusVehicle"
+) -> dict:
     return {
         "name": name,
         "d365_table": table,
@@ -43,7 +45,12 @@ def test_the_shipped_config_maps_contacts_to_profiles_by_external_id():
     contact = loaded.contact_mapping
     assert contact.key.d365 == "contactid" and contact.key.acs == "externalId"
     assert {f.acs for f in contact.fields} >= {"firstName", "lastName", "email", "location.city", "birthDate"}
-    assert {p.d365 for p in loaded.optout.pairs} == {"donotemail", "donotphone", "donotpostalmail", "donotfax"}
+    assert {p.d365 for p in loaded.optout.pairs} == {
+        "donotemail",
+        "donotphone",
+        "donotpostalmail",
+        "donotfax",
+    }
 
 
 def test_inline_json_wins_over_the_config_file(tmp_path):
@@ -53,7 +60,7 @@ def test_inline_json_wins_over_the_config_file(tmp_path):
 
 
 def test_an_unreadable_config_file_is_named_in_the_error(tmp_path):
-    with pytest.raises(SyncConfigError, match="SYNC_CONFIG_PATH: cannot read .*missing.json"):
+    with pytest.raises(SyncConfigError, match=r"SYNC_CONFIG_PATH: cannot read .*missing\.json"):
         load_sync_config(inline=None, path=tmp_path / "missing.json")
 
 
@@ -147,8 +154,11 @@ def test_filter_conditions_must_fit_their_operator(condition, expected):
 def test_filters_replacements_and_switches_round_trip():
     data = config()
     contact_mapping(data).update(
-        filter={"combine": "or", "conditions": [{"field": "statecode", "op": "eq", "value": 0}],
-                "delete_filtered_out": True},
+        filter={
+            "combine": "or",
+            "conditions": [{"field": "statecode", "op": "eq", "value": 0}],
+            "delete_filtered_out": True,
+        },
         apply_deletes=False,
     )
     contact_mapping(data)["fields"][0]["apply_updates"] = False

@@ -121,8 +121,12 @@ def test_picklist_labels_come_from_metadata_when_the_row_has_no_annotation():
 
 def test_replacements_win_over_picklist_conversion():
     engine = MappingEngine(
-        mapping(replacements=[{"field": "gendercode", "from": 2, "to": "F"}, {"field": "gendercode", "from": "1",
-                                                                               "to": "M"}]),
+        mapping(
+            replacements=[
+                {"field": "gendercode", "from": 2, "to": "F"},
+                {"field": "gendercode", "from": "1", "to": "M"},
+            ]
+        ),
         columns=COLUMNS,
     )
     assert mapped(webapi_row(), engine).payload["gender"] == "F"
@@ -152,12 +156,19 @@ def test_primitive_types_are_converted_as_the_field_asks(field_type, raw, expect
 
 def test_types_default_from_dataverse_metadata():
     engine = MappingEngine(
-        mapping(fields=[{"d365": "numberofchildren", "acs": "cusKids"}, {"d365": "creditlimit", "acs": "cusLimit"},
-                        {"d365": "createdon", "acs": "cusCreated"}]),
+        mapping(
+            fields=[
+                {"d365": "numberofchildren", "acs": "cusKids"},
+                {"d365": "creditlimit", "acs": "cusLimit"},
+                {"d365": "createdon", "acs": "cusCreated"},
+            ]
+        ),
         columns=COLUMNS,
     )
-    payload = mapped(webapi_row(numberofchildren="3", creditlimit=Decimal("10.5"),
-                                createdon="2026-01-02T03:04:05Z"), engine).payload
+    payload = mapped(
+        webapi_row(numberofchildren="3", creditlimit=Decimal("10.5"), createdon="2026-01-02T03:04:05Z"),
+        engine,
+    ).payload
     assert payload["cusKids"] == 3 and payload["cusLimit"] == 10.5
     assert payload["cusCreated"] == "2026-01-02T03:04:05.000Z"
 
@@ -185,10 +196,22 @@ def test_null_values_clear_the_campaign_field():
         ([{"field": "versionnumber", "op": "gt", "value": "1000"}], "and", True),
         ([{"field": "telephone1", "op": "null"}], "and", True),
         ([{"field": "firstname", "op": "not_null"}], "and", True),
-        ([{"field": "statecode", "op": "eq", "value": 1}, {"field": "firstname", "op": "eq", "value": "Ada"}],
-         "or", True),
-        ([{"field": "statecode", "op": "eq", "value": 1}, {"field": "firstname", "op": "eq", "value": "Ada"}],
-         "and", False),
+        (
+            [
+                {"field": "statecode", "op": "eq", "value": 1},
+                {"field": "firstname", "op": "eq", "value": "Ada"},
+            ],
+            "or",
+            True,
+        ),
+        (
+            [
+                {"field": "statecode", "op": "eq", "value": 1},
+                {"field": "firstname", "op": "eq", "value": "Ada"},
+            ],
+            "and",
+            False,
+        ),
         ([{"field": "firstname", "op": "gt", "value": 5}], "and", False),
     ],
 )
@@ -202,12 +225,21 @@ def test_filter_columns_and_opt_out_columns_are_part_of_the_select():
         mapping(filter={"conditions": [{"field": "statecode", "op": "eq", "value": 0}]}),
         optout_pairs=[OptOutPair(d365="donotemail", acs="blackListEmail")],
     )
-    assert {"statecode", "donotemail", "contactid", "versionnumber", "firstname"} <= set(engine.source_columns)
+    assert {"statecode", "donotemail", "contactid", "versionnumber", "firstname"} <= set(
+        engine.source_columns
+    )
+
+
+def test_lookups_are_selected_by_their_web_api_value_name():
+    engine = MappingEngine(mapping(), columns=COLUMNS)
+    assert "_parentcustomerid_value" in engine.select and "parentcustomerid" not in engine.select
+    assert "firstname" in engine.select
 
 
 def test_opt_out_pairs_ride_along_as_booleans_that_always_update():
-    engine = MappingEngine(mapping(), columns=COLUMNS,
-                           optout_pairs=[OptOutPair(d365="donotemail", acs="blackListEmail")])
+    engine = MappingEngine(
+        mapping(), columns=COLUMNS, optout_pairs=[OptOutPair(d365="donotemail", acs="blackListEmail")]
+    )
     record = mapped(webapi_row(donotemail=True), engine)
     assert record.payload["blackListEmail"] is True and record.update_payload["blackListEmail"] is True
 
@@ -221,9 +253,15 @@ def test_a_webhook_record_maps_like_the_same_webapi_row():
         formatted={"gendercode": "Female", "parentcustomerid": "Analytical Engines Ltd"},
         row_version="1001",
         post_image={
-            "contactid": CONTACT_ID, "firstname": "Ada", "emailaddress1": "ada@example.com",
-            "address1_city": "Paris", "address1_postalcode": "N1 9GU", "gendercode": 2, "birthdate": "1815-12-10",
-            "parentcustomerid": "aaaaaaaa-0000-4000-8000-000000000001", "statecode": 0,
+            "contactid": CONTACT_ID,
+            "firstname": "Ada",
+            "emailaddress1": "ada@example.com",
+            "address1_city": "Paris",
+            "address1_postalcode": "N1 9GU",
+            "gendercode": 2,
+            "birthdate": "1815-12-10",
+            "parentcustomerid": "aaaaaaaa-0000-4000-8000-000000000001",
+            "statecode": 0,
         },
     )
     row = source_row_from_webhook(record, id_column="contactid")

@@ -1,0 +1,222 @@
+"""The composition root: builds clients, stores and flows from `AppSettings` once per process (the
+Functions host keeps the worker alive between invocations, so tokens, pools and metadata are reused).
+Function folders call one method here and map its result to their trigger's answer."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from shared.acs.client import CampaignClient
+from shared.acs.events import EventParser
+from shared.acs.ims import ImsTokenProvider
+from shared.acs.journal import JournalReader
+from shared.d365.auth import DataverseTokenProvider
+from shared.d365.client import DataverseClient
+from shared.flows.events import EventsFlow, EventsOptions
+from shared.flows.ingress import IngressFlow, IngressOptions
+from shared.flows.optout import OptOutFlow, OptOutOptions, OptOutReconciler
+from shared.flows.webhook import WebhookEndpoint, WebhookResponse
+from shared.logs import log_event
+from shared.mapping.model import SyncConfig, load_sync_config
+from shared.settings import AppSettings, get_settings
+from shared.store import RunReport, StateStore
+
+log = logging.getLogger(__name__)
+APP_ROOT = Path(__file__).resolve().parents[1]
+
+
+class App:
+    def __init__(self, settings: AppSettings) -> None:
+        self.settings = settings
+
+    # -- building blocks ---------------------------------------------------------------------------
+
+    @cached_property
+    def config(self) -> SyncConfig:
+        s = self.settings
+        return load_sync_config(inline=s.sync_config, path=s.sync_config_path, base_dir=APP_ROOT)
+
+    @cached_property
+    def store(self) -> StateStore:
+        return StateStore.from_settings(self.settings)
+
+    @cached_property
+    def dataverse(self) -> DataverseClient:
+        s = self.settings
+        certificate = None
+        if s.d365_client_certificate_path:
+            certificate = {
+                "private_key": Path(s.d365_client_certificate_path).read_text(),
+                "thumbprint": s.d365_client_certificate_thumbprint,
+            }
+        tokens = DataverseTokenProvider(
+            authority=s.d365_authority,
+            client_id=s.d365_client_id,
+            client_secret=None if certificate else s.d365_client_secret,
+            certificate=certificate,
+            scope=s.d365_scope,
+            ca_bundle=s.d365_ca_bundle,
+        )
+        return DataverseClient(
+            org_url=s.d365_org_url,
+            token_provider=tokens,
+            api_version=s.d365_api_version,
+            timeout=(5.0, s.d365_timeout_seconds),
+            requests_per_second=s.d365_requests_per_second,
+            max_concurrency=s.d365_max_concurrency,
+            retry=s.retry_policy,
+            ca_bundle=s.d365_ca_bundle,
+        )
+
+    @cached_property
+    def ims(self) -> ImsTokenProvider:
+        s = self.settings
+        return ImsTokenProvider(
+            token_url=s.acs_ims_token_url,
+            client_id=s.acs_client_id,
+            client_secret=s.acs_client_secret,
+            scopes=s.acs_scope_list,
+            retry=s.retry_policy,
+        )
+
+    @cached_property
+    def campaign(self) -> CampaignClient:
+        s = self.settings
+        return CampaignClient(
+            base_url=s.campaign_base_url,
+            client_id=s.acs_client_id,
+            token_provider=self.ims,
+            timeout=(5.0, s.acs_timeout_seconds),
+            requests_per_second=s.acs_requests_per_second,
+            max_concurrency=s.acs_max_concurrency,
+            retry=s.retry_policy,
+        )
+
+    @cached_property
+    def optout_reconciler(self) -> OptOutReconciler:
+        return OptOutReconciler(
+            config=self.config,
+            dataverse=self.dataverse,
+            campaign=self.campaign,
+            store=self.store,
+            direction=self.settings.optout_direction,
+        )
+
+    @cached_property
+    def optout(self) -> OptOutFlow:
+        s = self.settings
+        return OptOutFlow(
+            reconciler=self.optout_reconciler,
+            store=self.store,
+            options=OptOutOptions(
+                time_budget_seconds=s.function_time_budget_seconds,
+                page_size=s.acs_page_size,
+                batch_size=s.d365_batch_size,
+                changed_since_filter=s.acs_changed_since_filter,
+            ),
+        )
+
+    @cached_property
+    def ingress(self) -> IngressFlow:
+        s = self.settings
+        return IngressFlow(
+            config=self.config,
+            dataverse=self.dataverse,
+            campaign=self.campaign,
+            store=self.store,
+            options=IngressOptions(
+                page_size=s.d365_page_size,
+                time_budget_seconds=s.function_time_budget_seconds,
+                retry_max_attempts=s.retry_max_attempts,
+                retry_base_delay_seconds=s.retry_base_delay_seconds,
+                replay_max_rows=s.replay_max_rows,
+                # Ledger I/O overlaps Campaign calls; Campaign concurrency itself stays capped by its client.
+                workers=2 * s.acs_max_concurrency,
+            ),
+            optout=self.optout_reconciler,
+        )
+
+    @cached_property
+    def events(self) -> EventsFlow:
+        s = self.settings
+        if not (s.acs_events_journal_url and s.acs_ims_org_id):
+            raise ValueError("ACS_EVENTS_JOURNAL_URL and ACS_IMS_ORG_ID are required by events_push")
+        journal = JournalReader(
+            journal_url=s.acs_events_journal_url,
+            client_id=s.acs_client_id,
+            org_id=s.acs_ims_org_id,
+            token_provider=self.ims,
+            limit=s.acs_events_page_limit,
+            timeout=(5.0, s.acs_timeout_seconds),
+            parser=EventParser.from_settings(field_paths_json=s.acs_event_field_paths),
+        )
+        return EventsFlow(
+            config=self.config,
+            dataverse=self.dataverse,
+            campaign=self.campaign,
+            journal=journal,
+            store=self.store,
+            options=EventsOptions(
+                batch_size=s.d365_batch_size,
+                workers=s.d365_max_concurrency,
+                time_budget_seconds=s.function_time_budget_seconds,
+                park_max_age_hours=s.events_park_max_age_hours,
+                retry_base_delay_seconds=s.retry_base_delay_seconds,
+                enabled_types=s.enabled_event_types,
+            ),
+        )
+
+    @cached_property
+    def webhook_endpoint(self) -> WebhookEndpoint:
+        s = self.settings
+        return WebhookEndpoint(
+            handle_change=self.ingress.handle_change,
+            max_body_bytes=s.webhook_max_body_bytes,
+            shared_secret=s.webhook_shared_secret.get_secret_value() if s.webhook_shared_secret else None,
+            secret_header=s.webhook_secret_header,
+        )
+
+    # -- what the functions call ---------------------------------------------------------------------
+
+    def _disabled(self, flow: str, switch: str) -> RunReport:
+        log_event(log, logging.INFO, "flow.disabled", flow=flow, setting=switch)
+        return RunReport(flow).finish("disabled")
+
+    def contacts_sync(self, *, past_due: bool = False) -> RunReport:
+        if not self.settings.contacts_sync_enabled:
+            return self._disabled("contacts_sync", "CONTACTS_SYNC_ENABLED")
+        if past_due:
+            log_event(log, logging.WARNING, "flow.past_due", flow="contacts_sync")
+        return self.ingress.run()
+
+    def optout_sync(self, *, past_due: bool = False) -> RunReport:
+        if not self.settings.optout_sync_enabled:
+            return self._disabled("optout_sync", "OPTOUT_SYNC_ENABLED")
+        if past_due:
+            log_event(log, logging.WARNING, "flow.past_due", flow="optout_sync")
+        return self.optout.run()
+
+    def events_push(self, *, past_due: bool = False) -> RunReport:
+        if not self.settings.events_push_enabled:
+            return self._disabled("events_push", "EVENTS_PUSH_ENABLED")
+        if past_due:
+            log_event(log, logging.WARNING, "flow.past_due", flow="events_push")
+        return self.events.run()
+
+    def webhook(self, method: str, body: bytes, headers: Any) -> WebhookResponse:
+        if not self.settings.webhook_enabled:
+            # 200: Dataverse must not record failed system jobs while an operator paused the webhook;
+            # the change-tracking sweep picks the changes up.
+            return WebhookResponse(200, {"outcome": "disabled"})
+        return self.webhook_endpoint(method, body, headers)
+
+
+@functools.cache
+def get_app() -> App:
+    settings = get_settings()
+    logging.getLogger("shared").setLevel(settings.log_level)
+    return App(settings)

@@ -1,0 +1,461 @@
+"""Ingress end to end: Dataverse emulator → contacts_sync / webhook_d365 entry points → Campaign emulator,
+with state in Azurite. Campaign's final state is compared with an oracle computed from Dataverse's rows."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+import requests
+from azure.functions.timer import TimerRequest
+
+import contacts_sync
+from emulators.common import FaultConfig
+from emulators.funchost import FunctionHost
+from shared.store import RecordStatus
+from tests.d365.fixtures.webhook_bodies import context, entity, to_wire, wcf_date
+
+NOWHERE = "Nowhere"  # contacts in this city fall out of the filter and are deleted from Campaign
+
+CONFIG = {
+    "tables": [
+        {
+            "name": "contacts",
+            "d365_table": "contact",
+            "acs_resource": "profileAndServicesExt/profile",
+            "fields": [
+                {"d365": "firstname", "acs": "firstName"},
+                {"d365": "lastname", "acs": "lastName"},
+                {"d365": "emailaddress1", "acs": "email", "apply_updates": False},
+                {"d365": "address1_city", "acs": "location.city"},
+                {"d365": "address1_postalcode", "acs": "location.zipCode"},
+                {"d365": "gendercode", "acs": "gender", "picklist_values": "value"},
+                {"d365": "preferredcontactmethodcode", "acs": "cusPreferredChannel"},
+            ],
+            "replacements": [
+                {"field": "gendercode", "from": 1, "to": "male"},
+                {"field": "gendercode", "from": 2, "to": "female"},
+            ],
+            "filter": {
+                "combine": "or",
+                "conditions": [
+                    {"field": "address1_city", "op": "ne", "value": NOWHERE},
+                    {"field": "address1_city", "op": "null"},
+                ],
+                "delete_filtered_out": True,
+            },
+        },
+        {
+            "name": "vehicles",
+            "d365_table": "cr123_vehicle",
+            "acs_resource": "profileAndServicesExt/cusVehicle",
+            "key": {"d365": "cr123_vehicleid", "acs": "externalId"},
+            "fields": [
+                {"d365": "cr123_vin", "acs": "vehicleNumber"},
+                {"d365": "cr123_name", "acs": "vehicleName"},
+                {"d365": "cr123_model", "acs": "model"},
+                {"d365": "cr123_price", "acs": "price", "type": "Double"},
+                {"d365": "cr123_contact", "acs": "ownerContactId"},
+            ],
+        },
+    ],
+    "optout": {"direction": "disabled"},
+}
+GENDER = {1: "male", 2: "female"}
+CHANNEL = {1: "Any", 2: "Email", 3: "Phone", 4: "Fax", 5: "Mail"}
+MODEL = {100000000: "Sedan", 100000001: "Hatchback", 100000002: "SUV", 100000003: "Van"}
+
+
+def expected_profiles(dataverse, *, email_as_created: dict[str, str] | None = None) -> dict[str, dict]:
+    """Campaign profiles as the mapping should leave them, keyed by externalId (the oracle)."""
+    expected = {}
+    for row in dataverse.rows("contact"):
+        if row.get("address1_city") == NOWHERE:
+            continue
+        contact_id = row["contactid"].lower()
+        expected[contact_id] = {
+            "firstName": row.get("firstname") or "",
+            "lastName": row.get("lastname") or "",
+            "email": (email_as_created or {}).get(contact_id, row.get("emailaddress1") or ""),
+            "city": row.get("address1_city") or "",
+            "zipCode": row.get("address1_postalcode") or "",
+            "gender": GENDER.get(row.get("gendercode"), "unknown"),
+            "cusPreferredChannel": CHANNEL.get(row.get("preferredcontactmethodcode"), ""),
+        }
+    return expected
+
+
+def actual_profiles(campaign) -> dict[str, dict]:
+    actual = {}
+    for profile in campaign.snapshot("profile"):
+        assert profile["externalId"] not in actual, f"duplicate profile for {profile['externalId']}"
+        actual[profile["externalId"]] = {
+            "firstName": profile.get("firstName") or "",
+            "lastName": profile.get("lastName") or "",
+            "email": profile.get("email") or "",
+            "city": (profile.get("location") or {}).get("city") or "",
+            "zipCode": (profile.get("location") or {}).get("zipCode") or "",
+            "gender": profile.get("gender") or "unknown",
+            "cusPreferredChannel": profile.get("cusPreferredChannel") or "",
+        }
+    return actual
+
+
+def assert_campaign_matches(stack, **oracle_options) -> None:
+    expected = expected_profiles(stack.dataverse, **oracle_options)
+    actual = actual_profiles(stack.campaign)
+    assert actual.keys() == expected.keys()
+    mismatched = [k for k in expected if actual[k] != expected[k]]
+    assert not mismatched, (
+        f"{len(mismatched)} profiles differ, e.g. {expected[mismatched[0]]} != {actual[mismatched[0]]}"
+    )
+
+
+def run_contacts_sync() -> None:
+    contacts_sync.main(TimerRequest())
+
+
+def test_initial_load_then_changes_leave_campaign_exactly_like_dynamics(stack, function_app_env):
+    contact_ids = stack.dataverse.seed_contacts(5000, seed=7)
+    vehicle_ids = [
+        stack.dataverse.create_row(
+            "cr123_vehicle",
+            {
+                "cr123_name": f"Car {n}",
+                "cr123_vin": f"VIN{n:014d}",
+                "cr123_model": 100000000 + n % 4,
+                "cr123_price": 10000 + n,
+                "cr123_Contact@odata.bind": f"/contacts({contact_ids[n]})",
+            },
+        )
+        for n in range(40)
+    ]
+    app = function_app_env(CONFIG, D365_PAGE_SIZE="1000")
+    run_contacts_sync()
+    emails_at_load = {p["externalId"]: p["email"] for p in stack.campaign.snapshot("profile")}
+    assert_campaign_matches(stack)
+    vehicles = {v["externalId"]: v for v in stack.campaign.snapshot("cusVehicle")}
+    assert len(vehicles) == 40
+    first = vehicles[vehicle_ids[1].lower()]
+    assert (first["vehicleName"], first["model"], first["price"]) == ("Car 1", "Hatchback", 10001.0)
+    assert first["ownerContactId"] == contact_ids[1].lower()
+    assert stack.campaign.engine_calls["insert"] == 5040
+    assert app.store.reports.latest("contacts_sync")["outcome"] == "succeeded"
+
+    # Changes: edits (incl. an email, whose mapping does not apply updates), deletes, filter exits, picklists.
+    dv = stack.dataverse
+    for n, contact_id in enumerate(contact_ids[:300]):
+        dv.update_row(
+            "contact",
+            contact_id,
+            {
+                "firstname": f"Edited{n}",
+                "emailaddress1": f"new{n}@example.org",
+                "gendercode": 1 + n % 2,
+                "preferredcontactmethodcode": 1 + n % 5,
+            },
+        )
+    for contact_id in contact_ids[300:350]:
+        dv.delete_row("contact", contact_id)
+    for contact_id in contact_ids[350:400]:
+        dv.update_row("contact", contact_id, {"address1_city": NOWHERE})
+    dv.delete_row("cr123_vehicle", vehicle_ids[0])
+    stack.campaign.reset_counters()
+    run_contacts_sync()
+
+    assert_campaign_matches(stack, email_as_created=emails_at_load)
+    assert stack.campaign.engine_calls["update"] == 300
+    assert stack.campaign.engine_calls["delete"] == 50 + 50 + 1
+    assert stack.campaign.engine_calls["insert"] == 0
+    assert len(stack.campaign.snapshot("cusVehicle")) == 39
+    counts = app.store.ledger.count_by_status("contacts")
+    assert (counts["synced"], counts["deleted"], counts["excluded"]) == (4900, 50, 50)
+
+    # Back into the filter: recreated in Campaign with every field.
+    dv.update_row("contact", contact_ids[350], {"address1_city": "Paris"})
+    run_contacts_sync()
+    assert_campaign_matches(stack, email_as_created=emails_at_load)
+
+
+def test_unchanged_records_cost_no_campaign_calls_on_a_full_resync(stack, function_app_env):
+    stack.dataverse.seed_contacts(1200, seed=3)
+    app = function_app_env(CONFIG, D365_PAGE_SIZE="500")
+    run_contacts_sync()
+    app.store.checkpoints.reset("contacts_sync", "contacts")
+    app.store.checkpoints.reset("contacts_sync", "vehicles")
+    stack.campaign.reset_counters()
+    run_contacts_sync()
+    calls = stack.campaign.engine_calls
+    assert (calls["insert"], calls["update"], calls["delete"]) == (0, 0, 0)
+    # One read per mapping: the "is Campaign empty?" probe at the start of a full load, none per record.
+    assert calls["read"] == 2
+    assert app.store.reports.latest("contacts_sync")["counts"]["unchanged"] == 1200
+
+
+class CrashAfter:
+    """Wraps the Campaign client: the process 'dies' (BaseException) after `n` creates."""
+
+    class Killed(BaseException):
+        pass
+
+    def __init__(self, client, n: int) -> None:
+        self._client, self._left, self._lock = client, n, threading.Lock()
+
+    def create(self, resource, body):
+        with self._lock:
+            self._left -= 1
+            if self._left < 0:
+                raise self.Killed()
+        return self._client.create(resource, body)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_a_crash_mid_initial_load_resumes_from_the_last_page_without_duplicates(stack, function_app_env):
+    stack.dataverse.seed_contacts(3000, seed=11)
+    app = function_app_env(CONFIG, D365_PAGE_SIZE="500")
+    app.ingress.campaign = CrashAfter(app.campaign, 1250)  # dies inside page 3 of 6
+    with pytest.raises(CrashAfter.Killed):
+        app.ingress.run()
+    checkpoint = app.store.checkpoints.get("contacts_sync", "contacts")
+    assert checkpoint.position and "skiptoken" in checkpoint.position.lower()  # saved after page 2
+
+    app.ingress.campaign = app.campaign
+    stack.campaign.reset_counters()
+    app.ingress.run()
+    assert_campaign_matches(stack)
+    calls = stack.campaign.engine_calls
+    # Page 3 is redone: its 250 records created before the crash are updated at most once more.
+    assert calls["insert"] == 3000 - 1250
+    assert calls["update"] <= 250
+
+
+@pytest.mark.parametrize(
+    "stack",
+    [
+        {
+            "dataverse_options": {
+                "faults": FaultConfig(error_rate=0.10, throttle_rate=0.10, retry_after_seconds=0, seed=5)
+            },
+            "campaign_options": {
+                "faults": FaultConfig(error_rate=0.10, throttle_rate=0.10, retry_after_seconds=0, seed=6)
+            },
+        }
+    ],
+    indirect=True,
+)
+def run_until_settled(app, max_runs: int = 8) -> int:
+    """Run the timer until no record waits for a retry; backoff time is skipped by making them due."""
+    for run in range(1, max_runs + 1):
+        run_contacts_sync()
+        waiting = [
+            entry
+            for mapping in ("contacts", "vehicles")
+            for entry in app.store.ledger.iter_records(mapping, status=RecordStatus.FAILED)
+        ]
+        if not waiting:
+            return run
+        for entry in waiting:
+            app.store.ledger.save(entry.evolve(next_attempt_at=datetime.now(UTC)))
+    raise AssertionError(f"{len(waiting)} records still failing after {max_runs} runs")
+
+
+def test_injected_503s_and_429s_on_both_apis_still_give_the_exact_state(stack, function_app_env):
+    ids = stack.dataverse.seed_contacts(800, seed=13)
+    stack.dataverse.faults.configure(
+        FaultConfig(error_rate=0.10, throttle_rate=0.10, retry_after_seconds=0, seed=5)
+    )
+    stack.campaign.faults.configure(
+        FaultConfig(error_rate=0.10, throttle_rate=0.10, retry_after_seconds=0, seed=6)
+    )
+    app = function_app_env(CONFIG, D365_PAGE_SIZE="300")
+    run_until_settled(app)
+    for contact_id in ids[:200]:
+        stack.dataverse.update_row("contact", contact_id, {"lastname": "Changed"})
+    run_until_settled(app)
+    assert_campaign_matches(stack)
+    assert stack.campaign.faults.counts["error"] > 0 and stack.dataverse.faults.counts["throttle"] > 0
+    # Ambiguous failures (a 502 to a create) were settled by looking the record up, never by a second create.
+    assert len(stack.campaign.snapshot("profile")) == 800
+
+
+# -- webhooks ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def host(stack, function_app_env):
+    function_app_env(CONFIG)
+    with FunctionHost(run_timers=False) as running:
+        yield running
+
+
+def webhook_url(host) -> str:
+    return f"{host.base_url}/api/webhook_d365?code={host.function_key}"
+
+
+def register_webhook(dataverse, url: str, attributes: str) -> None:
+    """What `d365 setup` does, by hand: a WebhookKey endpoint and async Update/Delete steps for contact."""
+    api = dataverse.api_url
+    session = requests.Session()
+    session.verify = dataverse.ca_bundle
+    token = session.post(
+        f"{dataverse.authority}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": "11111111-1111-1111-1111-111111111111",
+            "client_secret": "local-dev-secret-not-real",
+            "scope": dataverse.scope,
+        },
+        verify=dataverse.ca_bundle,
+    ).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    base, code = url.split("?code=")
+    endpoint = session.post(
+        f"{api}serviceendpoints",
+        headers=headers,
+        verify=dataverse.ca_bundle,
+        json={
+            "name": "acs-sync",
+            "contract": 8,
+            "authtype": 4,
+            "authvalue": code,
+            "url": base,
+            "messageformat": 2,
+        },
+    )
+    endpoint_id = endpoint.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
+    for message in ("Update", "Delete"):
+        message_id = session.get(
+            f"{api}sdkmessages?$filter=name eq '{message}'", headers=headers, verify=dataverse.ca_bundle
+        ).json()["value"][0]["sdkmessageid"]
+        filter_id = session.get(
+            f"{api}sdkmessagefilters?$filter=primaryobjecttypecode eq 'contact' and _sdkmessageid_value eq "
+            f"{message_id}",
+            headers=headers,
+            verify=dataverse.ca_bundle,
+        ).json()["value"][0]["sdkmessagefilterid"]
+        step = session.post(
+            f"{api}sdkmessageprocessingsteps",
+            headers=headers,
+            verify=dataverse.ca_bundle,
+            json={
+                "name": f"acs-sync {message} contact",
+                "mode": 1,
+                "stage": 40,
+                "rank": 1,
+                "filteringattributes": attributes if message == "Update" else None,
+                "eventhandler_serviceendpoint@odata.bind": f"/serviceendpoints({endpoint_id})",
+                "sdkmessageid@odata.bind": f"/sdkmessages({message_id})",
+                "sdkmessagefilterid@odata.bind": f"/sdkmessagefilters({filter_id})",
+            },
+        )
+        assert step.status_code in (201, 204), step.text
+
+
+def test_a_dynamics_update_reaches_campaign_through_the_real_webhook_delivery(stack, host):
+    ids = stack.dataverse.seed_contacts(50, seed=5)
+    run_contacts_sync()
+    register_webhook(stack.dataverse, webhook_url(host), "firstname,lastname,address1_city")
+    stack.dataverse.update_row("contact", ids[0], {"firstname": "Webhooked", "address1_city": "Oslo"})
+    stack.dataverse.delete_row("contact", ids[1])
+    stack.dataverse.wait_for_deliveries(timeout=20)
+    assert_campaign_matches(stack)
+    assert host.invocations["webhook_d365"] == 2
+    assert not stack.dataverse.system_jobs()
+
+
+def post(host, body, *, code: str | None = None, headers: dict | None = None) -> requests.Response:
+    key = host.function_key if code is None else code
+    data = body if isinstance(body, bytes) else to_wire(body)
+    return requests.post(
+        f"{host.base_url}/api/webhook_d365?code={key}",
+        data=data,
+        headers={"content-type": "application/json", **(headers or {})},
+        timeout=30,
+    )
+
+
+def webhook_body(message: str, table: str, record_id: str, *, target=None, operation_id: str = "op") -> dict:
+    body = context(message, table, record_id, target=target, created_on=wcf_date(datetime.now(UTC)))
+    body["OperationId"] = operation_id
+    return body
+
+
+def update_context(contact_id: str, version: int, operation: str, **attributes) -> dict:
+    """An Update without a post image: the flow must read the mapped columns from the row itself."""
+    target = entity("contact", contact_id, attributes={**attributes}, row_version=str(version))
+    return webhook_body("Update", "contact", contact_id, target=target, operation_id=operation)
+
+
+def profile_of(stack, contact_id: str) -> dict:
+    return next(p for p in stack.campaign.snapshot("profile") if p["externalId"] == contact_id.lower())
+
+
+def test_webhook_duplicates_stale_versions_and_bad_requests_leave_campaign_correct(stack, host):
+    contact_id = stack.dataverse.seed_contacts(3, seed=9)[0]
+    run_contacts_sync()
+    current = stack.dataverse.get_row("contact", contact_id)
+    version = int(current["versionnumber"])
+
+    stack.dataverse.update_row("contact", contact_id, {"firstname": "Newest"})
+    newest = int(stack.dataverse.get_row("contact", contact_id)["versionnumber"])
+    fresh = update_context(contact_id, newest, "op-new", firstname="Newest")
+    assert post(host, fresh).json()["outcome"] == "updated"
+    assert post(host, fresh).json()["outcome"] == "duplicate"
+    stale = update_context(contact_id, version, "op-old", firstname="Older")
+    assert post(host, stale).json()["outcome"] == "stale"
+    assert profile_of(stack, contact_id)["firstName"] == "Newest"
+
+    calls_before = dict(stack.campaign.engine_calls)
+    bad_json = post(host, b"{not json")
+    assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["error"]
+    no_id = post(host, {"MessageName": "Update", "PrimaryEntityName": "contact"})
+    assert no_id.status_code == 400 and "PrimaryEntityId" in no_id.json()["error"]
+    assert post(host, fresh, code="wrong-key").status_code == 401
+    oversized = post(host, b"{" + b" " * 1_100_000 + b"}")
+    assert oversized.status_code == 413
+    account = webhook_body(
+        "Update", "account", contact_id, target=entity("account", contact_id, attributes={})
+    )
+    unmapped = post(host, account)
+    assert unmapped.status_code == 200 and unmapped.json()["outcome"] == "ignored"
+    assert stack.campaign.engine_calls == calls_before
+    assert profile_of(stack, contact_id)["firstName"] == "Newest"
+
+
+def test_a_size_exceeded_webhook_rereads_the_row(stack, host):
+    contact_id = stack.dataverse.seed_contacts(2, seed=4)[0]
+    run_contacts_sync()
+    stack.dataverse.update_row("contact", contact_id, {"lastname": "FromTheRow"})
+    body = webhook_body("Update", "contact", contact_id, operation_id="op-big")
+    for key in ("InputParameters", "PreEntityImages", "PostEntityImages", "ParentContext"):
+        body.pop(key, None)
+    answer = post(host, body, headers={"x-ms-dynamics-msg-size-exceeded": "true"})
+    assert answer.status_code == 200 and answer.json()["outcome"] == "updated"
+    assert profile_of(stack, contact_id)["lastName"] == "FromTheRow"
+
+
+def test_a_webhook_whose_campaign_write_fails_is_parked_for_the_timer(stack, host):
+    contact_id = stack.dataverse.seed_contacts(2, seed=8)[0]
+    run_contacts_sync()
+    stack.dataverse.update_row("contact", contact_id, {"firstname": "Later"})
+    version = int(stack.dataverse.get_row("contact", contact_id)["versionnumber"])
+    stack.campaign.faults.configure(FaultConfig(error_rate=1.0))
+    answer = post(host, update_context(contact_id, version, "op-park", firstname="Later"))
+    assert answer.status_code == 202 and answer.json()["outcome"] == "failed"
+    ledger = host_app_ledger()
+    entry = ledger.get("contacts", contact_id.lower())
+    assert entry.status == RecordStatus.FAILED and entry.attempts == 1
+    stack.campaign.faults.configure(FaultConfig())
+    ledger.save(entry.evolve(next_attempt_at=entry.first_failed_at))  # make it due now
+    run_contacts_sync()
+    assert profile_of(stack, contact_id)["firstName"] == "Later"
+    assert ledger.get("contacts", contact_id.lower()).status == RecordStatus.SYNCED
+
+
+def host_app_ledger():
+    from shared.app import get_app
+
+    return get_app().store.ledger
