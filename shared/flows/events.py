@@ -36,7 +36,7 @@ from shared.d365.batch import BatchRequest, BatchResult
 from shared.d365.client import DataverseClient
 from shared.d365.odata import is_guid
 from shared.errors import AuthenticationError, NotFoundError, ServiceError
-from shared.flows.ingress import _Deadline
+from shared.flows.deadline import Deadline
 from shared.flows.timeline import CONTACTS, ActivityTarget, activity_request, follow_up_request
 from shared.logs import correlation, log_event
 from shared.mapping.model import SyncConfig
@@ -213,7 +213,7 @@ class EventsFlow:
 
     def run(self) -> RunReport:
         report = RunReport(FLOW)
-        deadline = _Deadline(self.options.time_budget_seconds, self._clock)
+        deadline = Deadline(self.options.time_budget_seconds, self._clock)
         self._recipients.clear()
         self._known_contacts.clear()
         outcome = "succeeded"
@@ -253,7 +253,7 @@ class EventsFlow:
         )
         return report
 
-    def _read_journal(self, report: RunReport, deadline: _Deadline, pool: ThreadPoolExecutor) -> bool:
+    def _read_journal(self, report: RunReport, deadline: Deadline, pool: ThreadPoolExecutor) -> bool:
         """Process journal batches from the checkpoint; False when the time budget ran out."""
         checkpoints = self.store.checkpoints
         checkpoint = checkpoints.get(FLOW, JOURNAL_STREAM)
@@ -314,7 +314,7 @@ class EventsFlow:
 
     # -- parked events -----------------------------------------------------------------------------
 
-    def _retry_parked(self, report: RunReport, deadline: _Deadline, pool: ThreadPoolExecutor) -> bool:
+    def _retry_parked(self, report: RunReport, deadline: Deadline, pool: ThreadPoolExecutor) -> bool:
         """Retry parked events whose backoff has elapsed, in chunks; False when the time budget ran out."""
         chunk: list[_Item] = []
         chunk_size = max(self.options.batch_size, 100)

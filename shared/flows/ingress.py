@@ -13,6 +13,7 @@ record costs no Campaign call, and the Campaign key is cached so an update costs
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ from shared.d365.changetracking import ChangeTrackingReader, DeltaTokenExpired
 from shared.d365.client import DataverseClient
 from shared.d365.webhook import ChangeRecord
 from shared.errors import AuthenticationError, ConflictError, NotFoundError, ServiceError
+from shared.flows.deadline import Deadline
 from shared.flows.optout import AGREED, OptOutReconciler
 from shared.logs import correlation, log_event
 from shared.mapping.engine import (
@@ -64,18 +66,6 @@ class MappingContext:
     engine: MappingEngine
     entity_set: str
     id_column: str
-
-
-class _Deadline:
-    def __init__(self, seconds: float, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._end = clock() + seconds
-
-    def remaining(self) -> float:
-        return self._end - self._clock()
-
-    def passed(self) -> bool:
-        return self.remaining() <= 0
 
 
 class ReplayRefused(ValueError):
@@ -477,7 +467,7 @@ class IngressFlow:
 
     def run(self) -> RunReport:
         report = RunReport(FLOW)
-        deadline = _Deadline(self.options.time_budget_seconds, self._clock)
+        deadline = Deadline(self.options.time_budget_seconds, self._clock)
         outcome = "succeeded"
         with correlation(f"run-{report.run_id}"), ThreadPoolExecutor(self.options.workers) as pool:
             for mapping in self.config.tables:
@@ -515,7 +505,7 @@ class IngressFlow:
         pool: ThreadPoolExecutor,
         tasks: Iterable[Callable[[], str]],
         report: RunReport,
-        deadline: _Deadline,
+        deadline: Deadline,
     ) -> bool:
         """Run record tasks on the pool; stop submitting when the deadline passes. True if all ran."""
         futures = []
@@ -530,26 +520,30 @@ class IngressFlow:
             report.count(name, n)
         return complete
 
+    def resync(
+        self, ctx: MappingContext, source_id: str, *, mode: str = "retry", pending_delete: bool = False
+    ) -> str:
+        """Re-read one row from Dynamics and apply it (or its deletion if it is gone): failed-record
+        retries and dead-letter replays (`mode="replay"` writes every field)."""
+        if pending_delete:
+            return self.delete_row(ctx, source_id)
+        try:
+            fetched = self._read_row(ctx, source_id)
+        except ServiceError as exc:
+            return self._failed(ctx, source_id, None, f"re-reading the row failed: {exc}")
+        if fetched is None:
+            return self.delete_row(ctx, source_id)
+        return self.sync_row(ctx, source_row_from_webapi(fetched, id_column=ctx.id_column), mode=mode)
+
     def _retry_failed(
-        self, ctx: MappingContext, report: RunReport, deadline: _Deadline, pool: ThreadPoolExecutor
+        self, ctx: MappingContext, report: RunReport, deadline: Deadline, pool: ThreadPoolExecutor
     ) -> None:
-        def retry(entry: LedgerRecord) -> Callable[[], str]:
-            def task() -> str:
-                if entry.extra.get("pending_delete"):
-                    return self.delete_row(ctx, entry.source_id)
-                try:
-                    fetched = self._read_row(ctx, entry.source_id)
-                except ServiceError as exc:
-                    return self._failed(ctx, entry.source_id, None, f"re-reading the row failed: {exc}")
-                if fetched is None:
-                    return self.delete_row(ctx, entry.source_id)
-                return self.sync_row(
-                    ctx, source_row_from_webapi(fetched, id_column=ctx.id_column), mode="retry"
-                )
-
-            return task
-
-        due = (retry(entry) for entry in self.store.ledger.due_for_retry(ctx.mapping.name))
+        due = (
+            functools.partial(
+                self.resync, ctx, entry.source_id, pending_delete=bool(entry.extra.get("pending_delete"))
+            )
+            for entry in self.store.ledger.due_for_retry(ctx.mapping.name)
+        )
         self._process(pool, due, report, deadline)
 
     def request_replay(self, mapping_name: str) -> None:
@@ -578,7 +572,7 @@ class IngressFlow:
         return current
 
     def _track_changes(
-        self, ctx: MappingContext, report: RunReport, deadline: _Deadline, pool: ThreadPoolExecutor
+        self, ctx: MappingContext, report: RunReport, deadline: Deadline, pool: ThreadPoolExecutor
     ) -> bool:
         """Process change-tracking pages from the checkpoint; False when the time budget ran out."""
         checkpoint = self._start_state(ctx)

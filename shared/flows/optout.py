@@ -23,6 +23,7 @@ from shared.acs.client import CampaignClient
 from shared.d365.batch import BatchRequest
 from shared.d365.client import DataverseClient
 from shared.errors import ServiceError
+from shared.flows.deadline import Deadline
 from shared.logs import correlation, log_event
 from shared.mapping.model import OptOutPair, SyncConfig
 from shared.store import LedgerConflict, LedgerRecord, RunReport, StateStore
@@ -202,7 +203,7 @@ class OptOutFlow:
             report.notes.append(f"direction '{r.direction}': nothing flows from Campaign to Dynamics")
             self.store.reports.save(report.finish("succeeded"))
             return report
-        end = self._clock() + self.options.time_budget_seconds
+        deadline = Deadline(self.options.time_budget_seconds, self._clock)
         outcome = "succeeded"
         with correlation(f"run-{report.run_id}"):
             checkpoint = self.store.checkpoints.get(FLOW, STREAM)
@@ -224,7 +225,7 @@ class OptOutFlow:
                         # `since` is inclusive: records at exactly this instant come again, harmlessly.
                         checkpoint = self.store.checkpoints.put(checkpoint, newest.isoformat())
                     report.count("pages")
-                    if self._clock() >= end:
+                    if deadline.passed():
                         outcome = "stopped_for_time"
                         break
             except ServiceError as exc:
