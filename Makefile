@@ -20,6 +20,9 @@ node_modules/.installed: package.json package-lock.json
 test: setup
 	$(PY) -m pytest
 
+demo: setup
+	$(PY) -m emulators.demo
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

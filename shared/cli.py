@@ -10,17 +10,23 @@ when a command runs, so `--help` works without any app setting.
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import logging
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+import textwrap
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from shared.errors import ServiceError
 
 if TYPE_CHECKING:
     from shared.app import App
+    from shared.mapping.model import TableMapping
+    from shared.store import DeadLetter
 
 OK, WARNINGS, FAILED = 0, 1, 2
 
@@ -173,6 +179,542 @@ def d365_setup(args: argparse.Namespace, context: CommandContext) -> int:
     if warnings:
         context.print(f"{warnings} warning(s): see above.")
         return WARNINGS
+    return OK
+
+
+# -- shared helpers of the operator commands ------------------------------------------------------------
+
+
+def _columns(headers: list[str], rows: list[list[Any]], indent: str = "  ") -> list[str]:
+    """Rows aligned under their headers (the last column is not padded)."""
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return [
+        indent
+        + "  ".join(
+            c.ljust(w) if i < len(row) - 1 else c for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in cells
+    ]
+
+
+def _print_columns(
+    context: CommandContext, headers: list[str], rows: list[list[Any]], indent: str = "  "
+) -> None:
+    for line in _columns(headers, rows, indent):
+        context.print(line.rstrip())
+
+
+def _ago(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size, smaller, smaller_size in (
+        ("d", 86400, "h", 3600),
+        ("h", 3600, "m", 60),
+        ("m", 60, "s", 1),
+    ):
+        if seconds >= size:
+            rest = (seconds % size) // smaller_size
+            return f"{seconds // size}{unit}" + (f" {rest}{smaller}" if rest else "") + " ago"
+    return f"{seconds}s ago"
+
+
+def _when(value: Any) -> str:
+    """A UTC timestamp (ISO text or datetime) as `2024-05-01 09:58:01`, for tables."""
+    return str(value)[:19].replace("T", " ") if value else "-"
+
+
+def _mapping(context: CommandContext, name_or_table: str) -> TableMapping:
+    """A table mapping by its name or by its Dynamics table (`--table contact` or `--table contacts`)."""
+    config = context.app.config
+    for mapping in config.tables:
+        if name_or_table in (mapping.name, mapping.d365_table):
+            return mapping
+    known = ", ".join(f"{t.name} ({t.d365_table})" for t in config.tables)
+    raise ValueError(f"no table mapping named or reading '{name_or_table}'; mapped: {known}")
+
+
+def _json(context: CommandContext, data: Any) -> None:
+    context.print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+# -- validate-config ----------------------------------------------------------------------------------
+
+_LEVEL_LABELS = {"ok": "ok", "warning": "WARN", "failed": "FAIL"}
+
+
+@command(
+    "validate-config",
+    help="Check the app settings, the sync config and what they point at: credentials, tables, columns and "
+    "fields with their types, change tracking, Campaign key filters. Changes nothing.",
+)
+def validate_config(args: argparse.Namespace, context: CommandContext) -> int:
+    from shared.validation import FAILED as CHECK_FAILED
+    from shared.validation import WARNING, ConfigValidator
+
+    context.print("Checking the configuration (nothing is changed)")
+    levels: Counter[str] = Counter()
+    for check in ConfigValidator(lambda: context.app).run():
+        levels[check.level] += 1
+        first, *more = check.message.splitlines()
+        context.print(f"  {_LEVEL_LABELS[check.level]:<4}  {check.area:<12}  {first}")
+        for line in more:
+            context.print(f"  {'':<4}  {'':<12}  {line.strip()}")
+    total = sum(levels.values())
+    if levels[CHECK_FAILED]:
+        context.print(
+            f"Result: {levels[CHECK_FAILED]} check(s) failed, {levels[WARNING]} warning(s), of {total}. "
+            "Fix the failed checks before the integration runs."
+        )
+        return FAILED
+    if levels[WARNING]:
+        context.print(f"Result: {levels[WARNING]} warning(s), no failure, of {total} check(s).")
+        return WARNINGS
+    context.print(f"Result: all {total} checks passed.")
+    return OK
+
+
+# -- dry-run ------------------------------------------------------------------------------------------
+
+
+def _dry_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--table", required=True, help="Dynamics table (contact) or mapping name (contacts)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--id", action="append", dest="ids", metavar="GUID", help="a row id (repeatable)")
+    which.add_argument("--limit", type=int, default=25, help="how many rows of the table (default 25)")
+    parser.add_argument("--replay", action="store_true", help="plan as a replay: every mapped field")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+@command(
+    "dry-run",
+    help="Show what a sync would write to Campaign for some Dynamics rows, as a diff against Campaign's "
+    "current records. Reads only: nothing is written to Campaign, Dynamics or the ledger.",
+    arguments=_dry_run_arguments,
+)
+def dry_run(args: argparse.Namespace, context: CommandContext) -> int:
+    from shared.d365.odata import is_guid
+    from shared.dryrun import ACTIONS, ERROR, DryRun, show_value
+
+    bad = [i for i in args.ids or () if not is_guid(i)]
+    if bad:
+        context.print(f"failed: not a row id (GUID): {', '.join(bad)}")
+        return FAILED
+    mapping = _mapping(context, args.table)
+    plans = list(
+        DryRun(context.app.ingress, replay=args.replay).plan(mapping, ids=args.ids or (), limit=args.limit)
+    )
+    summary = Counter(plan.action for plan in plans)
+    if args.json:
+        _json(
+            context,
+            {
+                "mapping": mapping.name,
+                "table": mapping.d365_table,
+                "resource": mapping.acs_resource,
+                "replay": args.replay,
+                "records": [plan.to_dict() for plan in plans],
+                "summary": {action: summary[action] for action in ACTIONS if summary[action]},
+            },
+        )
+        return WARNINGS if summary[ERROR] else OK
+    context.print(
+        f"Dry run of mapping '{mapping.name}': "
+        f"Dynamics {mapping.d365_table} → Campaign {mapping.acs_resource}"
+        + (" as a replay" if args.replay else "")
+        + ". Nothing is written."
+    )
+    if not plans:
+        context.print("No rows.")
+        return OK
+    context.print(f"  {'RECORD':<36}  {'ACTION':<9}  WHY")
+    for plan in plans:
+        context.print(f"  {plan.record_id:<36}  {plan.action:<9}  {plan.reason}".rstrip())
+        for change in plan.changes:
+            context.print(f"      {change.field}: {show_value(change.old)} → {show_value(change.new)}")
+    counts = ", ".join(f"{summary[a]} {a}" for a in ACTIONS if summary[a])
+    context.print(f"{len(plans)} record(s): {counts}.")
+    return WARNINGS if summary[ERROR] else OK
+
+
+# -- status -------------------------------------------------------------------------------------------
+
+
+def _json_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+@command(
+    "status",
+    help="Per flow: state, last run, checkpoint positions, backlog, ledger counts and dead letters.",
+    arguments=_json_argument,
+)
+def status(args: argparse.Namespace, context: CommandContext) -> int:
+    from shared.ops import collect_status
+
+    report = collect_status(context.app)
+    if args.json:
+        _json(context, report)
+        return OK if report["healthy"] else WARNINGS
+    flows = report["flows"]
+    verdict = "healthy" if report["healthy"] else f"{len(report['problems'])} problem(s)"
+    context.print(f"Integration status at {_when(report['generated_at'])} UTC: {verdict}")
+    context.print()
+    rows = []
+    for name, flow in flows.items():
+        run = flow["last_run"] or {}
+        rows.append(
+            [
+                name,
+                flow["state"],
+                _when(run.get("ended_at")),
+                run.get("outcome"),
+                _ago(run.get("seconds_ago")),
+                flow["dead_letters"],
+            ]
+        )
+    _print_columns(context, ["FLOW", "STATE", "LAST RUN (UTC)", "OUTCOME", "ENDED", "DEAD LETTERS"], rows, "")
+    _print_contacts_sync(context, flows["contacts_sync"])
+    _print_events_push(context, flows["events_push"])
+    _print_optout_sync(context, flows["optout_sync"])
+    if report["problems"]:
+        context.print()
+        context.print("Problems:")
+        for problem in report["problems"]:
+            context.print(f"  - {problem}")
+    return OK if report["healthy"] else WARNINGS
+
+
+def _print_last_counts(context: CommandContext, flow: dict[str, Any]) -> None:
+    run = flow["last_run"]
+    if run and run["counts"]:
+        counts = ", ".join(f"{key} {value}" for key, value in sorted(run["counts"].items()))
+        context.print(f"  Last run counted: {counts}")
+    for note in (run or {}).get("notes", []):
+        context.print(f"  Note: {note}")
+
+
+def _print_contacts_sync(context: CommandContext, flow: dict[str, Any]) -> None:
+    context.print()
+    webhook = "on" if flow["webhook_enabled"] else "off"
+    context.print(f"contacts_sync (Dynamics → Campaign; webhook {webhook})")
+    rows = []
+    for name, stream in flow["streams"].items():
+        counts = flow["records"][name]
+        position = stream["mode"] + (f", replay {stream['replay']}" if stream["replay"] else "")
+        if not stream["enabled"]:
+            position += " (mapping disabled)"
+        rows.append(
+            [
+                name,
+                stream["table"],
+                position,
+                _when(stream["updated_at"]),
+                counts["synced"],
+                counts["excluded"],
+                counts["deleted"],
+                counts["failed"],
+                counts["dead"],
+            ]
+        )
+    headers = [
+        "MAPPING",
+        "TABLE",
+        "POSITION",
+        "CHECKPOINT SAVED",
+        "IN SYNC",
+        "EXCLUDED",
+        "DELETED",
+        "FAILING",
+        "DEAD",
+    ]
+    _print_columns(context, headers, rows)
+    backlog = flow["backlog"]
+    context.print(
+        f"  Backlog: {backlog['retries_waiting']} record(s) wait for a retry; changes not yet read from "
+        "Dynamics: unknown (change tracking cannot be counted without reading it)"
+    )
+    _print_last_counts(context, flow)
+
+
+def _print_events_push(context: CommandContext, flow: dict[str, Any]) -> None:
+    context.print()
+    context.print("events_push (Campaign email events → Dynamics activities)")
+    journal = flow["streams"]["journal"]
+    counts = flow["records"]["events"]
+    position = journal["position"] or "not started"
+    context.print(f"  Journal position: {position} (saved {_when(journal['updated_at'])})")
+    context.print(
+        f"  Parked events (waiting for their contact): {counts['failed']}; dead: {counts['dead']}; "
+        "events not yet read from the journal: unknown"
+    )
+    _print_last_counts(context, flow)
+
+
+def _print_optout_sync(context: CommandContext, flow: dict[str, Any]) -> None:
+    context.print()
+    context.print(f"optout_sync (opt-outs, direction {flow['direction']})")
+    backlog = flow["backlog"]
+    if backlog["campaign_changes_read_up_to"]:
+        behind = _ago(backlog["seconds_behind"]).removesuffix(" ago")
+        context.print(
+            f"  Campaign changes read up to {_when(backlog['campaign_changes_read_up_to'])} ({behind} behind)"
+        )
+    else:
+        context.print("  Campaign changes: not read yet")
+    _print_last_counts(context, flow)
+
+
+# -- replay -------------------------------------------------------------------------------------------
+
+
+def _table_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--table", required=True, help="Dynamics table (contact) or mapping name (contacts)")
+
+
+@command(
+    "replay",
+    help="Re-sync a whole table mapping (every row, every field) on the next contacts_sync run.",
+    arguments=_table_argument,
+)
+def replay(args: argparse.Namespace, context: CommandContext) -> int:
+    from shared.flows.ingress import ReplayRefused
+
+    mapping = _mapping(context, args.table)
+    try:
+        context.app.ingress.request_replay(mapping.name)
+    except ReplayRefused as exc:
+        context.print(f"refused: {exc}")
+        return FAILED
+    context.print(
+        f"Replay of '{mapping.name}' ({mapping.d365_table} → {mapping.acs_resource}) requested: the next "
+        "contacts_sync run re-reads every row from Dynamics and writes every mapped field to Campaign, "
+        "then goes back to following changes."
+    )
+    if not context.app.settings.contacts_sync_enabled:
+        context.print(
+            "Warning: contacts_sync is disabled (CONTACTS_SYNC_ENABLED): nothing runs until it is on."
+        )
+        return WARNINGS
+    return OK
+
+
+# -- dead letters --------------------------------------------------------------------------------------
+
+
+def _letters_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--flow", choices=["contacts_sync", "events_push"], help="only this flow's letters")
+    parser.add_argument("--table", help="only this mapping's letters (Dynamics table or mapping name)")
+
+
+def _selected_letters(args: argparse.Namespace, context: CommandContext) -> Iterator[DeadLetter]:
+    mapping = None
+    if args.table:
+        mapping = "events" if args.table == "events" else _mapping(context, args.table).name
+    letters = context.app.store.deadletters.iter_letters(
+        flow=args.flow, mapping=mapping if args.flow else None
+    )
+    for letter in letters:
+        if mapping is None or letter.mapping == mapping:
+            yield letter
+
+
+def _error_text(letter: DeadLetter) -> str:
+    error = letter.error or {}
+    return " ".join(str(error.get("message") or error.get("type") or "unknown error").split())
+
+
+def _list_arguments(parser: argparse.ArgumentParser) -> None:
+    _letters_arguments(parser)
+    parser.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    _json_argument(parser)
+
+
+@command(
+    "deadletters list",
+    help="List the dead letters (records and events that need an operator).",
+    arguments=_list_arguments,
+)
+def deadletters_list(args: argparse.Namespace, context: CommandContext) -> int:
+    letters = list(itertools.islice(_selected_letters(args, context), args.limit))
+    if args.json:
+        _json(
+            context,
+            [
+                {
+                    "flow": letter.flow,
+                    "mapping": letter.mapping,
+                    "record_id": letter.record_id,
+                    "error": letter.error,
+                    "attempt_count": len(letter.attempts),
+                    "created_at": letter.created_at,
+                    "updated_at": letter.updated_at,
+                }
+                for letter in letters
+            ],
+        )
+        return OK
+    if not letters:
+        context.print("No dead letters.")
+        return OK
+    rows = [
+        [
+            letter.flow,
+            letter.mapping,
+            letter.record_id,
+            len(letter.attempts),
+            _when(letter.updated_at),
+            textwrap.shorten(_error_text(letter), 70),
+        ]
+        for letter in letters
+    ]
+    _print_columns(context, ["FLOW", "MAPPING", "RECORD", "ATTEMPTS", "LAST FAILED (UTC)", "ERROR"], rows, "")
+    more = " (limit reached: use --limit)" if len(letters) == args.limit else ""
+    context.print(
+        f"{len(letters)} dead letter(s){more}. "
+        "Details: `deadletters show <RECORD>`; once the cause is fixed: `deadletters retry`."
+    )
+    return OK
+
+
+def _show_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("record", help="the record id (Dynamics row id, or event id)")
+    _letters_arguments(parser)
+    _json_argument(parser)
+
+
+@command(
+    "deadletters show",
+    help="Show one dead letter: the error, every attempt and the payload.",
+    arguments=_show_arguments,
+)
+def deadletters_show(args: argparse.Namespace, context: CommandContext) -> int:
+    wanted = args.record.lower()
+    letters = [letter for letter in _selected_letters(args, context) if letter.record_id.lower() == wanted]
+    if not letters:
+        context.print(f"No dead letter for {args.record}.")
+        return FAILED
+    if args.json:
+        _json(context, [asdict(letter) for letter in letters])
+        return OK
+    ledger = context.app.store.ledger
+    for letter in letters:
+        entry = ledger.get(letter.mapping, letter.record_id)
+        context.print(f"Dead letter {letter.flow} / {letter.mapping} / {letter.record_id}")
+        error = letter.error or {}
+        details = [
+            ("first failed", _when(letter.created_at)),
+            ("last failed", _when(letter.updated_at)),
+            ("error", f"{error.get('type', '')}: {_error_text(letter)}"),
+            ("ledger now", str(entry.status) if entry else "no ledger row"),
+        ]
+        details += [(k, error[k]) for k in ("status", "code") if error.get(k)]
+        for label, value in details:
+            context.print(f"  {label:<13} {value}")
+        context.print(f"  Attempts ({len(letter.attempts)}):")
+        for attempt in letter.attempts:
+            context.print(f"    {_when(attempt.get('at'))}  {' '.join(str(attempt.get('message')).split())}")
+        context.print("  Payload:")
+        for line in json.dumps(letter.payload, indent=2, default=str, ensure_ascii=False).splitlines():
+            context.print(f"    {line}")
+    return OK
+
+
+def _retry_arguments(parser: argparse.ArgumentParser) -> None:
+    _letters_arguments(parser)
+    parser.add_argument("--id", dest="record", help="only this record (Dynamics row id, or event id)")
+
+
+@command(
+    "deadletters retry",
+    help="Retry dead letters once their cause is fixed: contacts are re-read from Dynamics and written with "
+    "every field, events are delivered again; a letter is removed when its retry succeeds.",
+    arguments=_retry_arguments,
+)
+def deadletters_retry(args: argparse.Namespace, context: CommandContext) -> int:
+    from shared.flows import events, ingress
+
+    app = context.app
+    letters = [
+        letter
+        for letter in _selected_letters(args, context)
+        if args.record is None or letter.record_id.lower() == args.record.lower()
+    ]
+    if not letters:
+        context.print("No dead letters to retry.")
+        return OK
+    rows, fixed = [], 0
+    for letter in letters:
+        if letter.flow == ingress.FLOW:
+            try:
+                mapping = app.config.mapping(letter.mapping)
+            except KeyError:
+                outcome, success = "skipped: the mapping is no longer configured", False
+            else:
+                outcome = app.ingress.resync(app.ingress.context(mapping), letter.record_id, mode="replay")
+                success = outcome not in ("failed", "dead")
+        elif letter.flow == events.FLOW:
+            outcome = app.events.replay_event(letter.payload)
+            success = outcome == "written"
+        else:
+            outcome, success = f"skipped: no retry for flow {letter.flow}", False
+        if success:
+            app.store.deadletters.remove(letter.flow, letter.mapping, letter.record_id)
+            fixed += 1
+        rows.append(
+            [letter.flow, letter.mapping, letter.record_id, outcome, "removed" if success else "kept"]
+        )
+    _print_columns(context, ["FLOW", "MAPPING", "RECORD", "OUTCOME", "LETTER"], rows, "")
+    kept = len(letters) - fixed
+    context.print(f"{len(letters)} retried: {fixed} fixed and removed, {kept} kept.")
+    return OK if not kept else WARNINGS
+
+
+# -- checkpoint reset ---------------------------------------------------------------------------------
+
+_RESET_EFFECTS = {
+    "contacts_sync": "the next contacts_sync run re-reads every row of this mapping from Dynamics (a full "
+    "load: rows unchanged since their last sync cost no Campaign call)",
+    "events_push": "the next events_push run reads the journal from its oldest retained event (up to 7 days "
+    "back; activities are upserted by event id, so events written before are not duplicated)",
+    "optout_sync": "the next optout_sync run re-reads every Campaign profile",
+    "replay": "a pending or running replay request of this mapping is dropped",
+}
+
+
+def _checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--flow", required=True, help="contacts_sync, events_push, optout_sync or replay")
+    parser.add_argument(
+        "--stream",
+        required=True,
+        help="the mapping name (contacts_sync, replay), journal "
+        "(events_push) or campaign_profiles (optout_sync)",
+    )
+    parser.add_argument("--yes", action="store_true", help="confirm: really reset it")
+
+
+@command(
+    "checkpoint reset",
+    help="Forget where a flow is in a stream, so its next run starts that stream over.",
+    arguments=_checkpoint_arguments,
+)
+def checkpoint_reset(args: argparse.Namespace, context: CommandContext) -> int:
+    checkpoints = context.app.store.checkpoints
+    current = checkpoints.get(args.flow, args.stream)
+    if current.etag is None:
+        saved = sorted(f"--flow {c.flow} --stream {c.stream}" for c in checkpoints.list())
+        context.print(f"No checkpoint {args.flow}/{args.stream}; nothing to reset.")
+        if saved:
+            context.print("Saved checkpoints: " + "; ".join(saved))
+        return FAILED
+    effect = _RESET_EFFECTS.get(args.flow, "its next run starts this stream over")
+    context.print(f"Checkpoint {args.flow}/{args.stream}: saved {_when(current.updated_at)} UTC.")
+    if not args.yes:
+        context.print(f"Resetting it means: {effect}.")
+        context.print("Nothing changed: add --yes to reset it.")
+        return FAILED
+    checkpoints.reset(args.flow, args.stream)
+    context.print(f"Reset: {effect}.")
     return OK
 
 

@@ -333,6 +333,20 @@ class EventsFlow:
             self._deliver(chunk, report, pool)
         return not deadline.passed()
 
+    def replay_event(self, raw: dict[str, Any]) -> str:
+        """Deliver one stored event again (a dead letter's payload, once its cause is fixed). Answers
+        'written', 'parked' (its contact is still missing: the timer retries it, with a fresh parking
+        age), 'dead', or 'skipped' when its type is switched off."""
+        self._prepare()
+        event = self.journal.parser.parse(raw)
+        if event.type.value not in self.enabled_types:
+            return "skipped"
+        earlier = self.store.ledger.get(PARKED, event.event_id)
+        item = _Item(event, parked=earlier.evolve(attempts=0, first_failed_at=None) if earlier else None)
+        with ThreadPoolExecutor(self.options.workers) as pool:
+            (outcome,) = self._deliver([item], RunReport(FLOW), pool)
+        return outcome
+
     def _parked_item(self, record: LedgerRecord, report: RunReport) -> _Item | None:
         raw = record.extra.get("event")
         event = self.journal.parser.parse(raw, position=record.extra.get("position")) if raw else None
@@ -345,10 +359,11 @@ class EventsFlow:
 
     # -- one batch of events -----------------------------------------------------------------------
 
-    def _deliver(self, items: list[_Item], report: RunReport, pool: ThreadPoolExecutor) -> None:
-        """Resolve, check, write, then record every item's outcome (written, parked or dead)."""
+    def _deliver(self, items: list[_Item], report: RunReport, pool: ThreadPoolExecutor) -> list[str]:
+        """Resolve, check, write, then record every item's outcome (written, parked or dead); answers
+        the outcome of each item, in order."""
         if not items:
-            return
+            return []
         self._resolve_contacts(items, pool)
         pending = [item for item in items if item.outcome is None]
         existing = self._existing_contacts({item.contact_id for item in pending}, pool)
@@ -356,12 +371,13 @@ class EventsFlow:
             if item.contact_id not in existing:
                 item.settle(PARK, f"contact {item.contact_id} does not exist in Dynamics (yet)")
         self._write([item for item in items if item.outcome is None], pool)
-        outcomes = Counter(pool.map(self._record_outcome, items))
-        for name, n in outcomes.items():
+        outcomes = list(pool.map(self._record_outcome, items))
+        for name, n in Counter(outcomes).items():
             report.count(name, n)
         for item in items:
             if item.outcome == WRITTEN:
                 report.count(f"activities_{item.event.type.value}")
+        return outcomes
 
     def _resolve_contacts(self, items: list[_Item], pool: ThreadPoolExecutor) -> None:
         recipients: set[str] = set()

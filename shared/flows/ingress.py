@@ -632,13 +632,14 @@ class IngressFlow:
         if request.etag is not None:
             checkpoints.reset(REPLAY_FLOW, ctx.mapping.name)
 
-    def _emptiness(self, ctx: MappingContext) -> dict[str, bool]:
+    def _emptiness(self, ctx: MappingContext) -> dict[str, Any]:
         """At the start of a full load: is the Campaign resource empty (no look-ups needed), is the ledger
         empty (no ledger reads needed)? One call each, instead of one per record."""
         first_profiles = next(self.campaign.iter_pages(ctx.mapping.acs_resource, line_count=1), [])
         return {
             "campaign_empty": not first_profiles,
             "ledger_empty": self.store.ledger.is_empty(ctx.mapping.name),
+            "initial_load_started_at": datetime.now(UTC).isoformat(),
         }
 
     def _row_task(

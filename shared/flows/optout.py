@@ -208,6 +208,14 @@ class OptOutFlow:
         with correlation(f"run-{report.run_id}"):
             checkpoint = self.store.checkpoints.get(FLOW, STREAM)
             since = parse_campaign_time(checkpoint.position)
+            if checkpoint.position is None and r.direction == "bidirectional":
+                # Two-way, the initial load reconciled every contact it wrote: start from its beginning
+                # instead of re-reading every profile once.
+                since = self._initial_load_start()
+                if since is None:
+                    report.notes.append("waiting for the contacts initial load to finish")
+                    self.store.reports.save(report.finish("waiting"))
+                    return report
             try:
                 for page in r.campaign.iter_changed_since(
                     r.resource,
@@ -236,6 +244,14 @@ class OptOutFlow:
             log, logging.INFO, "optout.run", run_id=report.run_id, outcome=outcome, **dict(report.counts)
         )
         return report
+
+    def _initial_load_start(self) -> datetime | None:
+        from shared.flows.ingress import FLOW as INGRESS_FLOW  # the ingress flow imports this module
+
+        load = self.store.checkpoints.get(INGRESS_FLOW, self.reconciler.mapping.name)
+        if load.data.get("mode") != "delta":
+            return None
+        return parse_campaign_time(load.data.get("initial_load_started_at"))
 
     def _process_page(self, page: list[dict[str, Any]], report: RunReport) -> None:
         r = self.reconciler

@@ -1,0 +1,265 @@
+// The Campaign Standard ⇄ Dynamics 365 integration on Azure Functions (Flex Consumption, Linux, Python 3.11).
+// No keys anywhere: the app reaches Storage, Key Vault and Application Insights with one user-assigned
+// managed identity; the Dynamics and Campaign secrets live in Key Vault and reach the app as Key Vault
+// references. Deploy into an existing resource group (docs/deploy.md):
+//   az deployment group create -g <rg> -f infra/main.bicep -p @infra/main.parameters.json
+targetScope = 'resourceGroup'
+
+// --- Where and what ------------------------------------------------------------------------------
+
+@description('Short name of this deployment (e.g. prod, test); part of every generated resource name.')
+@minLength(1)
+@maxLength(16)
+param environmentName string
+
+@description('Azure region of every resource; must offer the Flex Consumption plan.')
+param location string = resourceGroup().location
+
+@description('Tags added to every resource.')
+param tags object = {}
+
+@description('Function app name (it is part of the webhook URL); generated when empty.')
+param functionAppName string = ''
+
+@description('Object id of the operator (user or group) who puts the secrets in Key Vault and runs the runbook commands; no operator access when empty.')
+param operatorPrincipalId string = ''
+
+@description('Kind of principal operatorPrincipalId is.')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param operatorPrincipalType string = 'User'
+
+// --- Dynamics 365 / Dataverse --------------------------------------------------------------------
+
+@description('Dataverse organisation URL, e.g. https://contoso.crm.dynamics.com')
+param d365OrgUrl string
+
+@description('Entra tenant of the Dynamics application user; this deployment\'s tenant by default.')
+param d365TenantId string = tenant().tenantId
+
+@description('Client id of the Entra app registration that is the Dataverse application user.')
+param d365ClientId string
+
+@description('Requests per second to Dataverse, per running instance (6,000 per 5 minutes per user = 20/s).')
+@minValue(1)
+@maxValue(20)
+param d365RequestsPerSecond int = 15
+
+@description('Concurrent Dataverse requests per running instance (Dataverse allows 52 per user).')
+@minValue(1)
+@maxValue(52)
+param d365MaxConcurrency int = 8
+
+// --- Adobe Campaign Standard and Adobe I/O Events ----------------------------------------------------
+
+@description('Campaign tenant id, e.g. contoso or contoso-mkt-stage.')
+param acsTenant string
+
+@description('Client id (API key) of the Adobe Developer Console OAuth server-to-server credential.')
+param acsClientId string
+
+@description('Journal URL of the Adobe I/O Events registration for Campaign email events.')
+param acsEventsJournalUrl string
+
+@description('Adobe IMS organisation id, e.g. ABC123@AdobeOrg.')
+param acsImsOrgId string
+
+@description('Requests per second to Campaign, per running instance: take it from the Campaign licence.')
+@minValue(1)
+param acsRequestsPerSecond int = 20
+
+@description('Concurrent Campaign requests per running instance.')
+@minValue(1)
+@maxValue(64)
+param acsMaxConcurrency int = 4
+
+// --- Schedules (NCRONTAB with seconds, UTC) and switches ---------------------------------------------
+
+@description('Dynamics → Campaign sweep (change tracking). Staggered from the other timers.')
+param contactsSyncSchedule string = '0 */5 * * * *'
+
+@description('Campaign email events → Dynamics timeline.')
+param eventsPushSchedule string = '0 1-59/5 * * * *'
+
+@description('Campaign opt-out changes → Dynamics.')
+param optoutSyncSchedule string = '0 2-59/5 * * * *'
+
+param contactsSyncEnabled bool = true
+param eventsPushEnabled bool = true
+param optoutSyncEnabled bool = true
+param webhookEnabled bool = true
+
+@description('Seconds a timer run works before it stops cleanly; below host.json functionTimeout (10 minutes).')
+@minValue(30)
+@maxValue(570)
+param functionTimeBudgetSeconds int = 480
+
+@description('A replay of a table with at least this many rows is refused (Adobe refused 2,000,000).')
+@minValue(1)
+param replayMaxRows int = 2000000
+
+@allowed([
+  'DEBUG'
+  'INFO'
+  'WARNING'
+  'ERROR'
+])
+param logLevel string = 'INFO'
+
+// --- Scale ---------------------------------------------------------------------------------------------
+
+@description('Instances per function group: the webhook group scales to this; every instance has its own request budget.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 4
+
+@description('Concurrent webhook requests per instance.')
+@minValue(1)
+@maxValue(100)
+param httpPerInstanceConcurrency int = 4
+
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+// --- Names ---------------------------------------------------------------------------------------------
+
+var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
+var appName = empty(functionAppName) ? 'func-acsd365-${resourceToken}' : functionAppName
+var keyVaultName = 'kv-acsd365-${take(resourceToken, 10)}'
+var deploymentContainerName = 'app-package'
+// Names of the secrets the operator puts in Key Vault (docs/deploy.md); the app reads them as references.
+var secretNames = {
+  d365ClientSecret: 'd365-client-secret'
+  acsClientSecret: 'acs-client-secret'
+  webhookSharedSecret: 'webhook-shared-secret'
+}
+var allTags = union(tags, {
+  'acsd365-environment': environmentName
+})
+
+// --- Resources -------------------------------------------------------------------------------------------
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-acsd365-${resourceToken}'
+  location: location
+  tags: allTags
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    location: location
+    tags: allTags
+    logAnalyticsName: 'log-acsd365-${resourceToken}'
+    applicationInsightsName: 'appi-acsd365-${resourceToken}'
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    location: location
+    tags: allTags
+    name: 'stacsd365${take(resourceToken, 13)}'
+    deploymentContainerName: deploymentContainerName
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  params: {
+    location: location
+    tags: allTags
+    name: keyVaultName
+  }
+}
+
+module rbac 'modules/rbac.bicep' = {
+  name: 'rbac'
+  params: {
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    appPrincipalId: identity.properties.principalId
+    operatorPrincipalId: operatorPrincipalId
+    operatorPrincipalType: operatorPrincipalType
+  }
+}
+
+// Every app setting, in one place: tests/infra/test_bicep_settings.py checks these names against the
+// settings model (shared/settings.py) and the %NAME% bindings of the functions.
+var appSettings = {
+  // Functions host storage through the identity (no AzureWebJobsStorage connection string, no keys).
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identity.properties.clientId
+  AzureWebJobsStorage__blobServiceUri: storage.outputs.blobEndpoint
+  AzureWebJobsStorage__tableServiceUri: storage.outputs.tableEndpoint
+  // Application Insights accepts Entra-authenticated telemetry only (local auth is disabled).
+  APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identity.properties.clientId}'
+  // DefaultAzureCredential (the app's state store) picks the user-assigned identity by this client id.
+  AZURE_CLIENT_ID: identity.properties.clientId
+
+  D365_ORG_URL: d365OrgUrl
+  D365_TENANT_ID: d365TenantId
+  D365_CLIENT_ID: d365ClientId
+  D365_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${secretNames.d365ClientSecret})'
+  D365_REQUESTS_PER_SECOND: string(d365RequestsPerSecond)
+  D365_MAX_CONCURRENCY: string(d365MaxConcurrency)
+
+  ACS_TENANT: acsTenant
+  ACS_CLIENT_ID: acsClientId
+  ACS_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${secretNames.acsClientSecret})'
+  ACS_EVENTS_JOURNAL_URL: acsEventsJournalUrl
+  ACS_IMS_ORG_ID: acsImsOrgId
+  ACS_REQUESTS_PER_SECOND: string(acsRequestsPerSecond)
+  ACS_MAX_CONCURRENCY: string(acsMaxConcurrency)
+
+  // Checkpoints, ledger, dead letters and run reports: the same account, through the same identity.
+  STATE_STORAGE_ACCOUNT_NAME: storage.outputs.name
+
+  CONTACTS_SYNC_SCHEDULE: contactsSyncSchedule
+  EVENTS_PUSH_SCHEDULE: eventsPushSchedule
+  OPTOUT_SYNC_SCHEDULE: optoutSyncSchedule
+  CONTACTS_SYNC_ENABLED: string(contactsSyncEnabled)
+  EVENTS_PUSH_ENABLED: string(eventsPushEnabled)
+  OPTOUT_SYNC_ENABLED: string(optoutSyncEnabled)
+  WEBHOOK_ENABLED: string(webhookEnabled)
+  WEBHOOK_SHARED_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${secretNames.webhookSharedSecret})'
+  FUNCTION_TIME_BUDGET_SECONDS: string(functionTimeBudgetSeconds)
+  REPLAY_MAX_ROWS: string(replayMaxRows)
+  LOG_LEVEL: logLevel
+}
+
+module functionApp 'modules/function-app.bicep' = {
+  name: 'functionapp'
+  params: {
+    location: location
+    tags: allTags
+    name: appName
+    planName: 'plan-acsd365-${resourceToken}'
+    identityId: identity.id
+    deploymentStorageUrl: '${storage.outputs.blobEndpoint}${deploymentContainerName}'
+    appSettings: appSettings
+    maximumInstanceCount: maximumInstanceCount
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
+    instanceMemoryMB: instanceMemoryMB
+  }
+  // The host reads storage and Key Vault at its first start: the roles must exist by then.
+  dependsOn: [
+    rbac
+  ]
+}
+
+output functionAppName string = functionApp.outputs.name
+@description('POST target of the Dataverse webhook; Dataverse adds the function key (d365 setup).')
+output webhookUrl string = 'https://${functionApp.outputs.defaultHostName}/api/webhook_d365'
+output keyVaultName string = keyVault.outputs.name
+output storageAccountName string = storage.outputs.name

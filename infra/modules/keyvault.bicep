@@ -1,0 +1,35 @@
+// Key Vault for the Dynamics and Campaign secrets (and the webhook's shared secret). Access is by Azure
+// RBAC only (no access policies); secrets are put in by the operator (docs/deploy.md), never by this
+// template, so their values stay out of deployment history.
+
+param location string
+param tags object = {}
+
+@minLength(3)
+@maxLength(24)
+param name string
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: name
+  location: location
+  tags: tags
+  properties: {
+    tenantId: tenant().tenantId
+    sku: {
+      family: 'A'
+      name: 'standard'
+    }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 90
+    enablePurgeProtection: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+  }
+}
+
+output name string = vault.name
+output uri string = vault.properties.vaultUri

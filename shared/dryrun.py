@@ -1,0 +1,210 @@
+"""Dry run of the ingress: what a sync would write to Campaign for some Dynamics rows, as a field-level
+diff against Campaign's current records, without writing anything (Adobe's integration had no dry run).
+
+It decides like `IngressFlow` (same mapping engine, same ledger rules for filter exits, deletes and
+unchanged content) but only reads: Dynamics rows and metadata, the ledger, and Campaign records looked
+up by their key (one engine "read" each).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from shared.errors import ServiceError
+from shared.flows.ingress import IngressFlow, MappingContext
+from shared.flows.optout import parse_campaign_time
+from shared.mapping.engine import MappedRecord, MappingError, source_row_from_webapi
+from shared.mapping.model import TableMapping
+from shared.store import LedgerRecord, RecordStatus
+
+CREATE, UPDATE, DELETE, UNCHANGED, EXCLUDED, ERROR = (
+    "create",
+    "update",
+    "delete",
+    "unchanged",
+    "excluded",
+    "error",
+)
+ACTIONS = (CREATE, UPDATE, DELETE, UNCHANGED, EXCLUDED, ERROR)
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    field: str  # Campaign field path, e.g. location.city
+    old: Any  # None: absent from Campaign
+    new: Any
+
+
+@dataclass(frozen=True)
+class RecordPlan:
+    record_id: str
+    action: str
+    reason: str = ""
+    changes: list[FieldChange] = field(default_factory=list)
+    campaign_key: str | None = None  # Campaign's PKey of the current record
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for name, value in values.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", value
+
+
+def _lookup(record: dict[str, Any], path: str) -> Any:
+    value: Any = record
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _same(new: Any, old: Any) -> bool:
+    """Would writing `new` leave `old` as it is? Campaign stores a null as the field's default (empty
+    text, false, 0, or an enumeration's 'unknown') and renders timestamps its own way."""
+    if new is None:
+        return old is None or old in ("", "unknown") or (not isinstance(old, str) and old == 0)
+    if isinstance(new, bool) or isinstance(old, bool):
+        return new is old
+    if isinstance(new, int | float) and isinstance(old, int | float):
+        return float(new) == float(old)
+    if isinstance(new, str) and isinstance(old, str) and new != old and len(new) > 10 and len(old) > 10:
+        new_time, old_time = parse_campaign_time(new), parse_campaign_time(old)
+        return new_time is not None and new_time == old_time
+    return new == old
+
+
+def diff(body: dict[str, Any], current: dict[str, Any] | None) -> list[FieldChange]:
+    """The fields of `body` that would change `current` (every field when there is no current record)."""
+    changes = []
+    for path, new in _flatten(body):
+        old = None if current is None else _lookup(current, path)
+        if current is None or not _same(new, old):
+            changes.append(FieldChange(path, old, new))
+    return changes
+
+
+def show_value(value: Any) -> str:
+    return "(empty)" if value is None else json.dumps(value, ensure_ascii=False, default=str)
+
+
+class DryRun:
+    """Plans the sync of Dynamics rows for one table mapping. `replay=True` plans as a replay would
+    (every mapped field, also those that do not apply updates)."""
+
+    def __init__(self, ingress: IngressFlow, *, replay: bool = False) -> None:
+        self.ingress = ingress
+        self.replay = replay
+
+    def plan(
+        self, mapping: TableMapping, *, ids: Iterable[str] = (), limit: int | None = None
+    ) -> Iterator[RecordPlan]:
+        """Plans for the rows with these ids (a missing row plans its deletion), or for the first
+        `limit` rows of the table."""
+        ctx = self.ingress.context(mapping)
+        if ids:
+            for record_id in ids:
+                row = self.ingress.dataverse.get(
+                    ctx.entity_set, record_id, select=ctx.engine.select, annotations=True
+                )
+                yield self._plan_row(ctx, row) if row is not None else self._plan_deletion(ctx, record_id)
+            return
+        wanted = 25 if limit is None else limit
+        if wanted <= 0:
+            return
+        pages = self.ingress.dataverse.iter_pages(
+            ctx.entity_set, select=ctx.engine.select, page_size=min(wanted, 5000), annotations=True
+        )
+        for page in pages:
+            for row in page.rows:
+                yield self._plan_row(ctx, row)
+                wanted -= 1
+                if wanted == 0:
+                    return
+
+    # -- one record ----------------------------------------------------------------------------------
+
+    def _current(self, ctx: MappingContext, key: str) -> dict[str, Any] | None:
+        k = ctx.mapping.key
+        return self.ingress.campaign.find_one_by_key(ctx.mapping.acs_resource, k.acs_filter, k.acs, key)
+
+    def _plan_row(self, ctx: MappingContext, raw: dict[str, Any]) -> RecordPlan:
+        row = source_row_from_webapi(raw, id_column=ctx.id_column)
+        try:
+            mapped = ctx.engine.map(row)
+        except MappingError as exc:
+            return RecordPlan(row.id, ERROR, f"the sync would dead-letter it: {exc}")
+        entry = self.ingress.store.ledger.get(ctx.mapping.name, row.id)
+        try:
+            if not mapped.included:
+                return self._plan_filter_exit(ctx, row.id, mapped, entry)
+            return self._plan_write(ctx, row.id, mapped, entry)
+        except ServiceError as exc:
+            return RecordPlan(row.id, ERROR, f"Campaign look-up failed: {exc}")
+
+    def _plan_write(
+        self, ctx: MappingContext, record_id: str, mapped: MappedRecord, entry: LedgerRecord | None
+    ) -> RecordPlan:
+        current = self._current(ctx, mapped.key)
+        pkey = current.get("PKey") if current else None
+        synced = entry is not None and entry.status == RecordStatus.SYNCED and bool(entry.target_key)
+        if synced and not self.replay and entry.content_hash == mapped.content_hash:
+            # The sync skips a record whose content it already wrote, whatever Campaign holds now.
+            changes = diff(mapped.payload if current is None else mapped.update_payload, current)
+            reason = "no change since the last sync"
+            if current is None:
+                reason += "; missing from Campaign (deleted there?): a replay would recreate it"
+            elif changes:
+                reason += "; Campaign differs (changed outside the sync): a replay would rewrite these"
+            return RecordPlan(record_id, UNCHANGED, reason, changes, pkey)
+        if current is None:
+            return RecordPlan(
+                record_id, CREATE, "not in Campaign", diff({**mapped.payload, **mapped.optout}, None)
+            )
+        full = self.replay or not synced
+        changes = diff(mapped.payload if full else mapped.update_payload, current)
+        if not changes:
+            return RecordPlan(record_id, UNCHANGED, "Campaign already holds these values", [], pkey)
+        if self.replay:
+            reason = "replay: every mapped field"
+        elif not synced:
+            reason = "not synced yet: every mapped field"
+        else:
+            reason = "changed in Dynamics"
+        return RecordPlan(record_id, UPDATE, reason, changes, pkey)
+
+    def _plan_filter_exit(
+        self, ctx: MappingContext, record_id: str, mapped: MappedRecord, entry: LedgerRecord | None
+    ) -> RecordPlan:
+        row_filter = ctx.mapping.filter
+        was_synced = entry is not None and entry.status == RecordStatus.SYNCED and bool(entry.target_key)
+        if was_synced and row_filter is not None and row_filter.delete_filtered_out:
+            current = self._current(ctx, mapped.key)
+            if current is not None:
+                return RecordPlan(record_id, DELETE, "left the filter", [], current.get("PKey"))
+            return RecordPlan(record_id, EXCLUDED, "left the filter; already absent from Campaign")
+        if was_synced:
+            return RecordPlan(record_id, EXCLUDED, "left the filter; Campaign's record is kept")
+        return RecordPlan(record_id, EXCLUDED, "outside the filter")
+
+    def _plan_deletion(self, ctx: MappingContext, record_id: str) -> RecordPlan:
+        record_id = record_id.lower()
+        try:
+            current = self._current(ctx, record_id)
+        except ServiceError as exc:
+            return RecordPlan(record_id, ERROR, f"Campaign look-up failed: {exc}")
+        if current is None:
+            return RecordPlan(record_id, UNCHANGED, "not in Dynamics nor in Campaign")
+        if not ctx.mapping.apply_deletes:
+            return RecordPlan(
+                record_id, UNCHANGED, "deleted in Dynamics; apply_deletes is off", [], current.get("PKey")
+            )
+        return RecordPlan(record_id, DELETE, "deleted in Dynamics", [], current.get("PKey"))
