@@ -344,7 +344,7 @@ class Demo:
             )
         latencies = self._await(pending, "opt-outs in Dynamics")
         self.report["optout_campaign_to_dynamics"] = {
-            "changes": len(pending),
+            "changes": self._awaited,
             "arrived": len(latencies),
             **self._latency(latencies),
         }
