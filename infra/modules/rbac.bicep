@@ -41,29 +41,24 @@ var operator = {
 // keys, the deployment package) and covers our dead letters and run reports; Table Data Contributor for
 // our checkpoints and ledger. No queue role: no queue trigger. Operator: read and repair the same state
 // (runbook), without the ownership rights.
-var storageAssignments = concat(
-  [
-    union(app, { role: roles.storageBlobDataOwner })
-    union(app, { role: roles.storageTableDataContributor })
-  ],
-  hasOperator
-    ? [
-        union(operator, { role: roles.storageBlobDataContributor })
-        union(operator, { role: roles.storageTableDataContributor })
-      ]
-    : []
-)
+var appStorageAssignments = [
+  union(app, { role: roles.storageBlobDataOwner })
+  union(app, { role: roles.storageTableDataContributor })
+]
+var operatorStorageAssignments = [
+  union(operator, { role: roles.storageBlobDataContributor })
+  union(operator, { role: roles.storageTableDataContributor })
+]
+var storageAssignments = concat(appStorageAssignments, hasOperator ? operatorStorageAssignments : [])
+
 // App: read secret values (Key Vault references). Operator: write them.
-var keyVaultAssignments = concat(
-  [
-    union(app, { role: roles.keyVaultSecretsUser })
-  ],
-  hasOperator
-    ? [
-        union(operator, { role: roles.keyVaultSecretsOfficer })
-      ]
-    : []
-)
+var appKeyVaultAssignments = [
+  union(app, { role: roles.keyVaultSecretsUser })
+]
+var operatorKeyVaultAssignments = [
+  union(operator, { role: roles.keyVaultSecretsOfficer })
+]
+var keyVaultAssignments = concat(appKeyVaultAssignments, hasOperator ? operatorKeyVaultAssignments : [])
 
 resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName

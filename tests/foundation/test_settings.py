@@ -103,3 +103,15 @@ def test_importing_settings_with_an_empty_environment_fails_with_one_message():
     assert result.stderr.count("Invalid app settings") == 1
     for name in ("D365_ORG_URL", "ACS_CLIENT_SECRET", "STATE_STORAGE_ACCOUNT_NAME"):
         assert f"  - {name}: missing" in result.stderr
+
+
+def test_the_local_settings_example_names_only_settings_the_app_reads():
+    import json
+
+    from shared.settings import AppSettings
+
+    values = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+    host_settings = {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage"}
+    known = {name.upper() for name in AppSettings.model_fields}
+    assert set(values) - host_settings <= known
+    assert {"D365_ORG_URL", "ACS_CLIENT_SECRET", "CONTACTS_SYNC_SCHEDULE"} <= set(values)
