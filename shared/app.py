@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -182,30 +183,23 @@ class App:
 
     # -- what the functions call ---------------------------------------------------------------------
 
-    def _disabled(self, flow: str, switch: str) -> RunReport:
-        log_event(log, logging.INFO, "flow.disabled", flow=flow, setting=switch)
-        return RunReport(flow).finish("disabled")
+    def _timer(self, flow: str, run: Callable[[], RunReport], *, past_due: bool) -> RunReport:
+        switch = f"{flow.upper()}_ENABLED"
+        if not getattr(self.settings, switch.lower()):
+            log_event(log, logging.INFO, "flow.disabled", flow=flow, setting=switch)
+            return RunReport(flow).finish("disabled")
+        if past_due:
+            log_event(log, logging.WARNING, "flow.past_due", flow=flow)
+        return run()
 
     def contacts_sync(self, *, past_due: bool = False) -> RunReport:
-        if not self.settings.contacts_sync_enabled:
-            return self._disabled("contacts_sync", "CONTACTS_SYNC_ENABLED")
-        if past_due:
-            log_event(log, logging.WARNING, "flow.past_due", flow="contacts_sync")
-        return self.ingress.run()
+        return self._timer("contacts_sync", lambda: self.ingress.run(), past_due=past_due)
 
     def optout_sync(self, *, past_due: bool = False) -> RunReport:
-        if not self.settings.optout_sync_enabled:
-            return self._disabled("optout_sync", "OPTOUT_SYNC_ENABLED")
-        if past_due:
-            log_event(log, logging.WARNING, "flow.past_due", flow="optout_sync")
-        return self.optout.run()
+        return self._timer("optout_sync", lambda: self.optout.run(), past_due=past_due)
 
     def events_push(self, *, past_due: bool = False) -> RunReport:
-        if not self.settings.events_push_enabled:
-            return self._disabled("events_push", "EVENTS_PUSH_ENABLED")
-        if past_due:
-            log_event(log, logging.WARNING, "flow.past_due", flow="events_push")
-        return self.events.run()
+        return self._timer("events_push", lambda: self.events.run(), past_due=past_due)
 
     def webhook(self, method: str, body: bytes, headers: Any) -> WebhookResponse:
         if not self.settings.webhook_enabled:

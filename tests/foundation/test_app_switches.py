@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+
+from shared.app import App
+from shared.settings import load_settings
+from tests.builders.settings_env import valid_environment
+
+
+@pytest.mark.parametrize(
+    ("flow", "switch"),
+    [
+        ("contacts_sync", "CONTACTS_SYNC_ENABLED"),
+        ("events_push", "EVENTS_PUSH_ENABLED"),
+        ("optout_sync", "OPTOUT_SYNC_ENABLED"),
+    ],
+)
+def test_a_switched_off_timer_does_nothing_and_says_so(flow, switch):
+    environment = valid_environment(**{switch: "false"})
+    if flow == "events_push":
+        del environment["ACS_EVENTS_JOURNAL_URL"], environment["ACS_IMS_ORG_ID"]
+    app = App(load_settings(environment))
+    report = getattr(app, flow)(past_due=True)
+    assert (report.flow, report.outcome) == (flow, "disabled")
+    assert "store" not in vars(app)  # nothing was built, nothing was called
+
+
+def test_a_paused_webhook_still_answers_200_so_dynamics_records_no_failures():
+    app = App(load_settings(valid_environment(WEBHOOK_ENABLED="false")))
+    answer = app.webhook("POST", b"{}", {})
+    assert (answer.status, answer.body) == (200, {"outcome": "disabled"})
