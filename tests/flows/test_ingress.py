@@ -4,6 +4,7 @@ with state in Azurite. Campaign's final state is compared with an oracle compute
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -13,6 +14,7 @@ from azure.functions.timer import TimerRequest
 import contacts_sync
 from emulators.common import FaultConfig
 from emulators.funchost import FunctionHost
+from shared.flows.ingress import ReplayRefused
 from shared.store import RecordStatus
 from tests.d365.fixtures.webhook_bodies import context, entity, to_wire, wcf_date
 
@@ -459,3 +461,68 @@ def host_app_ledger():
     from shared.app import get_app
 
     return get_app().store.ledger
+
+
+def test_a_record_campaign_rejects_goes_to_dead_letters_with_campaigns_error(stack, function_app_env):
+    ids = stack.dataverse.seed_contacts(5, seed=31)
+    stack.dataverse.update_row("contact", ids[0], {"emailaddress1": "not-an-address"})
+    app = function_app_env(CONFIG)
+    run_contacts_sync()
+    letter = app.store.deadletters.get("contacts_sync", "contacts", ids[0].lower())
+    assert letter is not None and letter.error["type"] == "RequestRejectedError"
+    assert letter.error["code"].startswith(("XTK-", "PGS-", "RST-"))
+    assert letter.payload["email"] == "not-an-address"
+    assert app.store.ledger.get("contacts", ids[0].lower()).status == RecordStatus.DEAD
+    assert len(stack.campaign.snapshot("profile")) == 4
+    assert app.store.reports.latest("contacts_sync")["outcome"] == "partial"
+
+
+def test_a_record_failing_again_and_again_is_dead_lettered_after_the_last_attempt(stack, function_app_env):
+    contact_id = stack.dataverse.seed_contacts(1, seed=32)[0]
+    app = function_app_env(CONFIG, RETRY_MAX_ATTEMPTS="3")
+    run_contacts_sync()
+    stack.dataverse.update_row("contact", contact_id, {"firstname": "NeverArrives"})
+    stack.campaign.faults.configure(FaultConfig(error_rate=1.0))
+    run_contacts_sync()
+    for _ in range(2):
+        entry = app.store.ledger.get("contacts", contact_id.lower())
+        assert entry.status == RecordStatus.FAILED
+        app.store.ledger.save(entry.evolve(next_attempt_at=datetime.now(UTC)))
+        run_contacts_sync()
+    entry = app.store.ledger.get("contacts", contact_id.lower())
+    assert (entry.status, entry.attempts) == (RecordStatus.DEAD, 3)
+    assert app.store.deadletters.get("contacts_sync", "contacts", contact_id.lower()) is not None
+
+
+def test_an_expired_delta_token_triggers_a_full_resync_with_a_warning(stack, function_app_env):
+    ids = stack.dataverse.seed_contacts(30, seed=33)
+    app = function_app_env(CONFIG)
+    run_contacts_sync()
+    stack.dataverse.update_row("contact", ids[0], {"lastname": "AfterExpiry"})
+    stack.dataverse.advance_time(8 * 86400)  # past the organisation's 7-day change-tracking retention
+    stack.campaign.reset_counters()
+    run_contacts_sync()
+    report = app.store.reports.latest("contacts_sync")
+    assert report["counts"]["resyncs"] == 2  # both mappings
+    assert any("delta token expired" in note for note in report["notes"])
+    assert profile_of(stack, ids[0])["lastName"] == "AfterExpiry"
+    assert stack.campaign.engine_calls["update"] == 1  # the resync skips the unchanged rows
+
+
+def test_a_replay_rewrites_every_field_once_and_is_refused_above_the_limit(stack, function_app_env):
+    ids = stack.dataverse.seed_contacts(40, seed=34)
+    app = function_app_env(CONFIG)
+    run_contacts_sync()
+    stack.dataverse.update_row("contact", ids[0], {"emailaddress1": "changed@example.org"})
+    app.ingress.request_replay("contacts")
+    stack.campaign.reset_counters()
+    run_contacts_sync()
+    assert stack.campaign.engine_calls["update"] == 40
+    assert profile_of(stack, ids[0])["email"] == "changed@example.org"  # apply_updates off: replay writes it
+    stack.campaign.reset_counters()
+    run_contacts_sync()
+    assert stack.campaign.engine_calls["update"] == 0  # the replay happened once
+
+    app.ingress.options = replace(app.ingress.options, replay_max_rows=10)
+    with pytest.raises(ReplayRefused, match="40 rows ≥ REPLAY_MAX_ROWS"):
+        app.ingress.request_replay("contacts")
