@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from emulators.azurite import Azurite
-from emulators.stack import Stack
+from emulators.stack import VEHICLE_MAPPING, Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 ACTIVITY_TABLES = {
@@ -39,21 +39,7 @@ ACTIVITY_TABLES = {
 def demo_sync_config() -> dict[str, Any]:
     """The shipped contact mapping plus the emulator's custom table (vehicles), two-way opt-out."""
     config = json.loads((ROOT / "sync_config.json").read_text())
-    config["tables"].append(
-        {
-            "name": "vehicles",
-            "d365_table": "cr123_vehicle",
-            "acs_resource": "profileAndServicesExt/cusVehicle",
-            "key": {"d365": "cr123_vehicleid", "acs": "externalId"},
-            "fields": [
-                {"d365": "cr123_vin", "acs": "vehicleNumber"},
-                {"d365": "cr123_name", "acs": "vehicleName"},
-                {"d365": "cr123_model", "acs": "model"},
-                {"d365": "cr123_price", "acs": "price", "type": "Double"},
-                {"d365": "cr123_contact", "acs": "ownerContactId"},
-            ],
-        }
-    )
+    config["tables"].append(VEHICLE_MAPPING)
     config["events"]["activity_tables"] = ACTIVITY_TABLES
     return config
 

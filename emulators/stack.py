@@ -37,6 +37,20 @@ VEHICLE_RESOURCE = {
         "filters": {"byExternalId": "externalId"},
     }
 }
+# How the demo and the tests map that custom table (the sync configuration's `tables` entry).
+VEHICLE_MAPPING = {
+    "name": "vehicles",
+    "d365_table": "cr123_vehicle",
+    "acs_resource": "profileAndServicesExt/cusVehicle",
+    "key": {"d365": "cr123_vehicleid", "acs": "externalId"},
+    "fields": [
+        {"d365": "cr123_vin", "acs": "vehicleNumber"},
+        {"d365": "cr123_name", "acs": "vehicleName"},
+        {"d365": "cr123_model", "acs": "model"},
+        {"d365": "cr123_price", "acs": "price", "type": "Double"},
+        {"d365": "cr123_contact", "acs": "ownerContactId"},
+    ],
+}
 
 
 @dataclass

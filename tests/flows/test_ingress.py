@@ -14,6 +14,7 @@ from azure.functions.timer import TimerRequest
 import contacts_sync
 from emulators.common import FaultConfig
 from emulators.funchost import FunctionHost
+from emulators.stack import VEHICLE_MAPPING
 from shared.flows.ingress import ReplayRefused
 from shared.store import RecordStatus
 from tests.d365.fixtures.webhook_bodies import context, entity, to_wire, wcf_date
@@ -48,19 +49,7 @@ CONFIG = {
                 "delete_filtered_out": True,
             },
         },
-        {
-            "name": "vehicles",
-            "d365_table": "cr123_vehicle",
-            "acs_resource": "profileAndServicesExt/cusVehicle",
-            "key": {"d365": "cr123_vehicleid", "acs": "externalId"},
-            "fields": [
-                {"d365": "cr123_vin", "acs": "vehicleNumber"},
-                {"d365": "cr123_name", "acs": "vehicleName"},
-                {"d365": "cr123_model", "acs": "model"},
-                {"d365": "cr123_price", "acs": "price", "type": "Double"},
-                {"d365": "cr123_contact", "acs": "ownerContactId"},
-            ],
-        },
+        VEHICLE_MAPPING,
     ],
     "optout": {"direction": "disabled"},
 }
