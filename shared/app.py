@@ -175,7 +175,8 @@ class App:
     def webhook_endpoint(self) -> WebhookEndpoint:
         s = self.settings
         return WebhookEndpoint(
-            handle_change=self.ingress.handle_change,
+            # Lazy: a request rejected for its shape or key never builds clients or touches storage.
+            handle_change=lambda record: self.ingress.handle_change(record),
             max_body_bytes=s.webhook_max_body_bytes,
             shared_secret=s.webhook_shared_secret.get_secret_value() if s.webhook_shared_secret else None,
             secret_header=s.webhook_secret_header,
