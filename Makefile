@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint format demo bench infra-check clean
+.PHONY: setup test lint format demo bench infra-check infra-lint clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -17,7 +17,8 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-test: setup
+# The Bicep checks are part of the suite: parse + checkov here, the settings ↔ Bicep test in pytest.
+test: setup infra-lint
 	$(PY) -m pytest
 
 demo: setup
@@ -33,3 +34,20 @@ format: setup
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
+
+# Bicep checks, offline: every file parses (pycep), checkov's Bicep policies pass (skips are justified
+# inline), and the app settings match the settings model. checkov and pycep live in their own
+# environment inside .venv (checkov pins packaging<24, which pytest 9 refuses).
+INFRA_VENV := $(VENV)/infra-check
+
+$(INFRA_VENV)/.installed: infra/requirements-check.txt | $(VENV)/.installed
+	$(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r infra/requirements-check.txt
+	@touch $@
+
+infra-lint: $(VENV)/.installed $(INFRA_VENV)/.installed
+	$(INFRA_VENV)/bin/python infra/parse_bicep.py
+	$(INFRA_VENV)/bin/checkov --directory infra --framework bicep --skip-download --compact --quiet
+
+infra-check: infra-lint
+	$(PY) -m pytest -q tests/infra

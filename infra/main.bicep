@@ -61,6 +61,9 @@ param acsTenant string
 @description('Client id (API key) of the Adobe Developer Console OAuth server-to-server credential.')
 param acsClientId string
 
+@description('OAuth scopes of that credential, comma-separated, as the Developer Console lists them (adobeio_api reads the I/O Events journal).')
+param acsScopes string = 'openid,AdobeID,campaign_sdk,additional_info.projectedProductContext,adobeio_api'
+
 @description('Journal URL of the Adobe I/O Events registration for Campaign email events.')
 param acsEventsJournalUrl string
 
@@ -101,6 +104,10 @@ param functionTimeBudgetSeconds int = 480
 @minValue(1)
 param replayMaxRows int = 2000000
 
+@description('Days a run report is kept (dead letters are kept until an operator retries them).')
+@minValue(1)
+param runReportRetentionDays int = 90
+
 @allowed([
   'DEBUG'
   'INFO'
@@ -134,6 +141,7 @@ var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, 
 var appName = empty(functionAppName) ? 'func-acsd365-${resourceToken}' : functionAppName
 var keyVaultName = 'kv-acsd365-${take(resourceToken, 10)}'
 var deploymentContainerName = 'app-package'
+var stateContainerName = 'acsd365-state'
 // Names of the secrets the operator puts in Key Vault (docs/deploy.md); the app reads them as references.
 var secretNames = {
   d365ClientSecret: 'd365-client-secret'
@@ -169,6 +177,8 @@ module storage 'modules/storage.bicep' = {
     tags: allTags
     name: 'stacsd365${take(resourceToken, 13)}'
     deploymentContainerName: deploymentContainerName
+    stateContainerName: stateContainerName
+    runReportRetentionDays: runReportRetentionDays
   }
 }
 
@@ -217,6 +227,7 @@ var appSettings = {
   ACS_TENANT: acsTenant
   ACS_CLIENT_ID: acsClientId
   ACS_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${secretNames.acsClientSecret})'
+  ACS_SCOPES: acsScopes
   ACS_EVENTS_JOURNAL_URL: acsEventsJournalUrl
   ACS_IMS_ORG_ID: acsImsOrgId
   ACS_REQUESTS_PER_SECOND: string(acsRequestsPerSecond)
@@ -224,6 +235,7 @@ var appSettings = {
 
   // Checkpoints, ledger, dead letters and run reports: the same account, through the same identity.
   STATE_STORAGE_ACCOUNT_NAME: storage.outputs.name
+  STATE_CONTAINER: stateContainerName
 
   CONTACTS_SYNC_SCHEDULE: contactsSyncSchedule
   EVENTS_PUSH_SCHEDULE: eventsPushSchedule

@@ -32,6 +32,7 @@ param httpPerInstanceConcurrency int = 4
 param instanceMemoryMB int = 2048
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225: Flex Consumption zone redundancy exists in some regions only; timers and the change-tracking sweep make up for a zone outage
   name: planName
   location: location
   tags: tags
@@ -46,6 +47,10 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_222: Dynamics 365 online posts the webhook over the internet; every function needs a function key
+  // checkov:skip=CKV_AZURE_17: Dataverse webhooks cannot present client certificates; they send the function key and the shared-secret header
+  // checkov:skip=CKV_AZURE_212: serverless plan, no always-ready instances: timers tolerate a cold start and Dataverse waits 60 s for the webhook
+  // checkov:skip=CKV_AZURE_213: no long-lived instance for a health probe to evict on Flex Consumption; failures surface in run reports and Application Insights
   name: name
   location: location
   tags: tags
@@ -62,6 +67,13 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     // Key Vault references resolve with the user-assigned identity (it holds Key Vault Secrets User).
     keyVaultReferenceIdentity: identityId
     siteConfig: {
+      // Set with the site, so the host's very first start already finds its storage and identity.
+      appSettings: [
+        for setting in items(appSettings): {
+          name: setting.key
+          value: setting.value
+        }
+      ]
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
@@ -93,12 +105,6 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       }
     }
   }
-}
-
-resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
-  parent: site
-  name: 'appsettings'
-  properties: appSettings
 }
 
 resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {

@@ -12,16 +12,27 @@ param name string
 @description('Blob container the Flex Consumption plan deploys the app package from.')
 param deploymentContainerName string
 
-@description('Zone-redundant by default: the ledger and checkpoints survive a zone outage.')
+@description('Blob container of the integration\'s dead letters and run reports (app setting STATE_CONTAINER).')
+param stateContainerName string
+
+@description('Days a run report is kept.')
+@minValue(1)
+param runReportRetentionDays int = 90
+
+@description('Geo-redundant by default (available in every region): the ledger and checkpoints survive a regional disaster.')
 @allowed([
   'Standard_LRS'
   'Standard_ZRS'
   'Standard_GRS'
   'Standard_GZRS'
 ])
-param skuName string = 'Standard_ZRS'
+param skuName string = 'Standard_GRS'
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // The Flex Consumption app has no virtual network, so it reaches storage on the public endpoint; only
+  // Entra-authenticated callers with a data role get in (shared keys and anonymous blobs are off).
+  // checkov:skip=CKV_AZURE_35: public endpoint needed by the Flex app without VNet integration; Entra-only access
+  // checkov:skip=CKV_AZURE_59: public endpoint needed by the Flex app without VNet integration; Entra-only access
   name: name
   location: location
   tags: tags
@@ -66,6 +77,41 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   name: deploymentContainerName
   properties: {
     publicAccess: 'None'
+  }
+}
+
+// Run reports pile up at one per timer run; they name records and errors, so they do not stay forever.
+// (`latest.json` per flow is rewritten every run and never ages out.)
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: account
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'expire-run-reports'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: [
+                '${stateContainerName}/runs/'
+              ]
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterModificationGreaterThan: runReportRetentionDays
+                }
+              }
+            }
+          }
+        }
+      ]
+    }
   }
 }
 
