@@ -72,7 +72,8 @@ class AppSettings(BaseSettings):
     acs_ims_token_url: str = "https://ims-na1.adobelogin.com/ims/token/v3"
     acs_client_id: str
     acs_client_secret: SecretStr
-    acs_scopes: str = "openid,AdobeID,campaign_sdk,additional_info.projectedProductContext"
+    # adobeio_api: the I/O Events journal (email events) needs it.
+    acs_scopes: str = "openid,AdobeID,campaign_sdk,additional_info.projectedProductContext,adobeio_api"
     acs_requests_per_second: float = Field(20.0, gt=0, description="set from the Campaign licence")
     acs_max_concurrency: int = Field(4, ge=1, le=64)
     acs_page_size: int = Field(1000, ge=1, le=1000)
