@@ -169,12 +169,13 @@ class FunctionHost:
 
     # -- invoking -------------------------------------------------------------------------------------
 
-    def invoke_timer(self, name: str, *, past_due: bool = False) -> bool:
-        """Run a timer function now unless it is already running (the host runs timers as singletons)."""
+    def invoke_timer(self, name: str, *, past_due: bool = False, wait: bool = False) -> bool:
+        """Run a timer function now. The host runs timers as singletons: a scheduled occurrence is skipped
+        while the previous one runs; a manual (admin API) invocation, `wait=True`, runs after it."""
         from azure.functions.timer import TimerRequest
 
         lock = self._timer_locks[name]
-        if not lock.acquire(blocking=False):
+        if not lock.acquire(blocking=wait):
             log.warning("timer %s still running; this occurrence is skipped", name)
             return False
         try:
@@ -222,7 +223,9 @@ class FunctionHost:
                 return Response(status=404)
             if not self._authorised(request, "admin"):
                 return Response(status=401)
-            threading.Thread(target=self.invoke_timer, args=(name,), daemon=True).start()
+            threading.Thread(
+                target=self.invoke_timer, args=(name,), kwargs={"wait": True}, daemon=True
+            ).start()
             return Response(status=202)
         if path.startswith("/api/"):
             route = path.removeprefix("/api/")

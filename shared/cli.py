@@ -13,8 +13,8 @@ import argparse
 import itertools
 import json
 import logging
+import re
 import sys
-import textwrap
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -277,8 +277,12 @@ def validate_config(args: argparse.Namespace, context: CommandContext) -> int:
 # -- dry-run ------------------------------------------------------------------------------------------
 
 
-def _dry_run_arguments(parser: argparse.ArgumentParser) -> None:
+def _table_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--table", required=True, help="Dynamics table (contact) or mapping name (contacts)")
+
+
+def _dry_run_arguments(parser: argparse.ArgumentParser) -> None:
+    _table_argument(parser)
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--id", action="append", dest="ids", metavar="GUID", help="a row id (repeatable)")
     which.add_argument("--limit", type=int, default=25, help="how many rows of the table (default 25)")
@@ -468,10 +472,6 @@ def _print_optout_sync(context: CommandContext, flow: dict[str, Any]) -> None:
 # -- replay -------------------------------------------------------------------------------------------
 
 
-def _table_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--table", required=True, help="Dynamics table (contact) or mapping name (contacts)")
-
-
 @command(
     "replay",
     help="Re-sync a whole table mapping (every row, every field) on the next contacts_sync run.",
@@ -519,9 +519,22 @@ def _selected_letters(args: argparse.Namespace, context: CommandContext) -> Iter
             yield letter
 
 
-def _error_text(letter: DeadLetter) -> str:
+_REQUEST_LINE = re.compile(r"\b(?:GET|POST|PUT|PATCH|DELETE) \S+: ")
+
+
+def _error_text(letter: DeadLetter, *, width: int | None = None) -> str:
+    """The letter's error on one line; with `width`, without the request URL and cut in the middle, so
+    the service's prefix (`[campaign 500 XTK-...]`) and its last words both show."""
     error = letter.error or {}
-    return " ".join(str(error.get("message") or error.get("type") or "unknown error").split())
+    text = " ".join(str(error.get("message") or error.get("type") or "unknown error").split())
+    if width is None:
+        return text
+    text = _REQUEST_LINE.sub("", text)
+    if len(text) <= width:
+        return text
+    head = text[: text.index("] ") + 2] if text.startswith("[") and "] " in text else ""
+    tail = text[len(text) - (width - len(head) - 2) :]
+    return head + "… " + tail.split(" ", 1)[-1]  # from a word's start
 
 
 def _list_arguments(parser: argparse.ArgumentParser) -> None:
@@ -564,7 +577,7 @@ def deadletters_list(args: argparse.Namespace, context: CommandContext) -> int:
             letter.record_id,
             len(letter.attempts),
             _when(letter.updated_at),
-            textwrap.shorten(_error_text(letter), 70),
+            _error_text(letter, width=90),
         ]
         for letter in letters
     ]

@@ -8,6 +8,7 @@ up by their key (one engine "read" each).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -83,11 +84,12 @@ def _same(new: Any, old: Any) -> bool:
 
 
 def diff(body: dict[str, Any], current: dict[str, Any] | None) -> list[FieldChange]:
-    """The fields of `body` that would change `current` (every field when there is no current record)."""
+    """The fields of `body` that would change `current` (every non-empty field when there is no current
+    record)."""
     changes = []
     for path, new in _flatten(body):
         old = None if current is None else _lookup(current, path)
-        if current is None or not _same(new, old):
+        if not _same(new, old):
             changes.append(FieldChange(path, old, new))
     return changes
 
@@ -105,7 +107,7 @@ class DryRun:
         self.replay = replay
 
     def plan(
-        self, mapping: TableMapping, *, ids: Iterable[str] = (), limit: int | None = None
+        self, mapping: TableMapping, *, ids: Iterable[str] = (), limit: int = 25
     ) -> Iterator[RecordPlan]:
         """Plans for the rows with these ids (a missing row plans its deletion), or for the first
         `limit` rows of the table."""
@@ -117,18 +119,13 @@ class DryRun:
                 )
                 yield self._plan_row(ctx, row) if row is not None else self._plan_deletion(ctx, record_id)
             return
-        wanted = 25 if limit is None else limit
-        if wanted <= 0:
+        if limit <= 0:
             return
         pages = self.ingress.dataverse.iter_pages(
-            ctx.entity_set, select=ctx.engine.select, page_size=min(wanted, 5000), annotations=True
+            ctx.entity_set, select=ctx.engine.select, page_size=min(limit, 5000), annotations=True
         )
-        for page in pages:
-            for row in page.rows:
-                yield self._plan_row(ctx, row)
-                wanted -= 1
-                if wanted == 0:
-                    return
+        for row in itertools.islice((row for page in pages for row in page.rows), limit):
+            yield self._plan_row(ctx, row)
 
     # -- one record ----------------------------------------------------------------------------------
 

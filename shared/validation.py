@@ -11,6 +11,7 @@ with a value no record has); the opt-out columns and fields exist.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from azure.core.exceptions import AzureError
 
 from shared.d365.metadata import AttributeMetadata, TableMetadata
 from shared.errors import AuthenticationError, NotFoundError, ServiceError
-from shared.mapping.engine import _DEFAULT_TYPES, PICKLIST_TYPES
+from shared.mapping.engine import PICKLIST_TYPES, ColumnInfo, default_type
 from shared.mapping.model import FieldMapping, TableMapping
 from shared.setup.d365 import D365Setup
 
@@ -55,6 +56,11 @@ _TAKES = {
     "date": frozenset({"Date"}),
     "datetime": frozenset({"DateTime", "Date"}),
 }
+
+
+def _brief(exc: Exception) -> str:
+    """An error on one line (service messages may span several)."""
+    return " ".join(str(exc).split())
 
 
 @dataclass(frozen=True)
@@ -93,8 +99,10 @@ def _sent_kind(field: FieldMapping, column: AttributeMetadata | None, style: str
     if column is None:
         return None
     if column.type in PICKLIST_TYPES:
-        return "String" if (field.picklist_values or style) == "label" else None
-    return _DEFAULT_TYPES.get(column.type)
+        if (field.picklist_values or style) == "label":
+            return "String"
+        return None if column.type == "MultiSelectPicklist" else "Integer"  # the option's number
+    return default_type(ColumnInfo(column.type))
 
 
 class ConfigValidator:
@@ -148,7 +156,7 @@ class ConfigValidator:
             list(itertools.islice(app.store.checkpoints.list(), 1))
             app.store.deadletters.count(flow="validate-config")
         except (AzureError, ValueError) as exc:
-            return Check(FAILED, "storage", f"state storage does not answer: {exc}")
+            return Check(FAILED, "storage", f"state storage does not answer: {_brief(exc)}")
         return Check(OK, "storage", "state tables and container answer")
 
     @staticmethod
@@ -156,9 +164,9 @@ class ConfigValidator:
         try:
             who = app.dataverse.pipeline.request("GET", "WhoAmI").json()
         except AuthenticationError as exc:
-            return Check(FAILED, "dynamics", f"credentials rejected: {exc}")
+            return Check(FAILED, "dynamics", f"credentials rejected: {_brief(exc)}")
         except ServiceError as exc:
-            return Check(FAILED, "dynamics", f"does not answer: {exc}")
+            return Check(FAILED, "dynamics", f"does not answer: {_brief(exc)}")
         return Check(OK, "dynamics", f"credentials accepted (application user {who.get('UserId')})")
 
     @staticmethod
@@ -168,9 +176,9 @@ class ConfigValidator:
                 "profileAndServicesExt/profile", "byEmail", {"email": PROBE_VALUE}, custom=False, line_count=1
             )
         except AuthenticationError as exc:
-            return Check(FAILED, "campaign", f"credentials rejected: {exc}")
+            return Check(FAILED, "campaign", f"credentials rejected: {_brief(exc)}")
         except ServiceError as exc:
-            return Check(FAILED, "campaign", f"does not answer: {exc}")
+            return Check(FAILED, "campaign", f"does not answer: {_brief(exc)}")
         return Check(OK, "campaign", "credentials accepted")
 
     # -- Dynamics ------------------------------------------------------------------------------------
@@ -181,19 +189,33 @@ class ConfigValidator:
         setup = D365Setup(
             dataverse=app.dataverse, config=app.config, optout_direction=app.settings.optout_direction
         )
-        events_on = app.settings.events_push_enabled
+        missing: Counter[str] = Counter()  # activity-table parts to create: table / column / key
+        tables: set[str] = set()
         for action in setup.plan():
+            area = "dynamics" if action.target.startswith("change tracking") else "events"
             if action.verb == "skip":
                 continue
-            change_tracking = action.target.startswith("change tracking")
-            area = "dynamics" if change_tracking else "events"
-            if action.changes:
-                level = FAILED if change_tracking or events_on else WARNING
-                yield Check(level, area, f"{action.target}: needs `{action.verb}`; {SETUP_HINT}")
+            if action.changes and area == "events":
+                kind, name = action.target.split(" ", 1)
+                missing[kind] += 1
+                tables.add(name.split(".")[0])
+            elif action.changes:
+                yield Check(
+                    FAILED, area, f"{action.target} needs `{action.verb}`: {action.detail}; {SETUP_HINT}"
+                )
             elif action.verb == "warning":
                 yield Check(WARNING, area, f"{action.target}: {action.detail}")
             else:
-                yield Check(OK, area, f"{action.target}" + (f": {action.detail}" if action.detail else ""))
+                yield Check(OK, area, action.target + (f": {action.detail}" if action.detail else ""))
+        if missing:
+            parts = ", ".join(
+                f"{missing[kind]} {kind}(s)" for kind in ("table", "column", "key") if missing[kind]
+            )
+            yield Check(
+                FAILED if app.settings.events_push_enabled else WARNING,
+                "events",
+                f"activity tables not ready: {parts} to create in {', '.join(sorted(tables))}; {SETUP_HINT}",
+            )
 
     @staticmethod
     def _dynamics_table(app: App, mapping: TableMapping) -> tuple[TableMetadata | None, list[Check]]:
@@ -203,7 +225,8 @@ class ConfigValidator:
         except NotFoundError:
             return None, [Check(FAILED, area, f"Dynamics table '{table}' does not exist")]
         except ServiceError as exc:
-            return None, [Check(FAILED, area, f"Dynamics table '{table}': metadata not readable: {exc}")]
+            problem = f"Dynamics table '{table}': metadata not readable: {_brief(exc)}"
+            return None, [Check(FAILED, area, problem)]
         checks = []
         if mapping.d365_entity_set and mapping.d365_entity_set != metadata.entity_set_name:
             checks.append(
@@ -261,9 +284,8 @@ class ConfigValidator:
             yield Check(FAILED, area, f"Campaign resource '{resource}' does not exist")
             return
         except ServiceError as exc:
-            yield Check(
-                WARNING, area, f"Campaign resource '{resource}': no description ({exc}); fields not checked"
-            )
+            problem = f"Campaign resource '{resource}': no description ({_brief(exc)}); fields not checked"
+            yield Check(WARNING, area, problem)
             description = None
         if description is not None:
             yield from self._campaign_fields(mapping, description, metadata)
@@ -290,8 +312,8 @@ class ConfigValidator:
             campaign_type = _campaign_type(spec)
             if any(r.field == field.d365 for r in mapping.replacements):
                 continue  # replaced values: their type is decided per row
-            if kind is None and metadata is None:
-                continue  # the Dynamics column's type is unknown (Dynamics not reachable)
+            if kind is None and (metadata is None or field.d365 not in metadata.attributes):
+                continue  # the Dynamics column's type is unknown (not reachable, or reported missing)
             if campaign_type in ("link", "item"):
                 problems.append(
                     Check(FAILED, area, f"Campaign field '{path}' is a {campaign_type}, not a value")
@@ -335,8 +357,8 @@ class ConfigValidator:
             return Check(
                 FAILED,
                 mapping.name,
-                f"Campaign key filter {resource}/{key.acs_filter}?{key.acs}_parameter= does not answer "
-                f"({exc}): define it on the resource in Campaign",
+                f"Campaign key filter {key.acs_filter} (parameter {key.acs}_parameter) does not answer: "
+                f"{_brief(exc)}; define it on {resource} in Campaign",
             )
         return Check(OK, mapping.name, f"Campaign key filter {key.acs_filter} answers")
 
@@ -351,7 +373,7 @@ class ConfigValidator:
             try:
                 columns = app.dataverse.metadata.table_metadata("contact").attributes
             except ServiceError as exc:
-                problems.append(f"contact metadata not readable: {exc}")
+                problems.append(f"contact metadata not readable: {_brief(exc)}")
                 columns = {}
             for pair in pairs if columns else ():
                 column = columns.get(pair.d365)
@@ -364,7 +386,7 @@ class ConfigValidator:
             try:
                 description = app.campaign.pipeline.request("GET", f"{endpoint}/resourceType/{name}").json()
             except ServiceError as exc:
-                problems.append(f"no description of {reconciler.resource}: {exc}")
+                problems.append(f"no description of {reconciler.resource}: {_brief(exc)}")
                 description = {}
             missing = [p.acs for p in pairs if description and _campaign_field(description, p.acs) is None]
             if missing:
@@ -380,7 +402,8 @@ class ConfigValidator:
                     next(pages, None)
                 except ServiceError as exc:
                     problems.append(
-                        f"Campaign filter {filter_name} does not answer ({exc}): define it on lastModified"
+                        f"Campaign filter {filter_name} does not answer ({_brief(exc)}): "
+                        "define it on lastModified"
                     )
         for problem in problems:
             yield Check(FAILED, "opt-out", problem)

@@ -41,6 +41,11 @@ _DEFAULT_TYPES = {
 }
 
 
+def default_type(column: ColumnInfo) -> str | None:
+    """The conversion a column gets when its field mapping names no type (None: passed through)."""
+    return "Date" if column.date_only else _DEFAULT_TYPES.get(column.type)
+
+
 class MappingError(ValueError):
     """A value could not be converted as the mapping asks; the record is dead-lettered, not retried."""
 
@@ -322,7 +327,7 @@ class MappingEngine:
             # A multi-select without labels stays a list of values, joined below by the String converter.
         kind = field_mapping.type
         if kind is None and column is not None:
-            kind = "Date" if column.date_only else _DEFAULT_TYPES.get(column.type)
+            kind = default_type(column)
         if kind is None or (picklist and style == "label"):
             return raw if not isinstance(raw, Decimal) else float(raw)
         try:

@@ -223,20 +223,6 @@ def test_a_crash_mid_initial_load_resumes_from_the_last_page_without_duplicates(
     assert calls["update"] <= 250
 
 
-@pytest.mark.parametrize(
-    "stack",
-    [
-        {
-            "dataverse_options": {
-                "faults": FaultConfig(error_rate=0.10, throttle_rate=0.10, retry_after_seconds=0, seed=5)
-            },
-            "campaign_options": {
-                "faults": FaultConfig(error_rate=0.10, throttle_rate=0.10, retry_after_seconds=0, seed=6)
-            },
-        }
-    ],
-    indirect=True,
-)
 def run_until_settled(app, max_runs: int = 8) -> int:
     """Run the timer until no record waits for a retry; backoff time is skipped by making them due."""
     for run in range(1, max_runs + 1):
