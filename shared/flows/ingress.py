@@ -232,7 +232,13 @@ class IngressFlow:
             if outcome == "created":
                 self._undo_duplicate_create(ctx, row.id, target_key)
             raise
+        self._clear_dead_letter(ctx, entry)
         return self._outcome(ctx, row.id, outcome)
+
+    def _clear_dead_letter(self, ctx: MappingContext, entry: LedgerRecord | None) -> None:
+        """A record that was dead and is now in sync (fixed at the source) no longer needs its letter."""
+        if entry is not None and entry.status == RecordStatus.DEAD:
+            self.store.deadletters.remove(FLOW, ctx.mapping.name, entry.source_id)
 
     def _undo_duplicate_create(self, ctx: MappingContext, source_id: str, created_key: str) -> None:
         """A concurrent writer (webhook vs timer) recorded this record first: if it points at another
@@ -324,6 +330,7 @@ class IngressFlow:
             if exc.retriable:
                 return self._failed(ctx, source_id, base, str(exc), deletion=True)
             return self._dead(ctx, source_id, base, exc)
+        self._clear_dead_letter(ctx, entry)
         self.store.ledger.save(
             base.evolve(
                 status=RecordStatus.DELETED,

@@ -451,6 +451,12 @@ def test_a_record_campaign_rejects_goes_to_dead_letters_with_campaigns_error(sta
     assert len(stack.campaign.snapshot("profile")) == 4
     assert app.store.reports.latest("contacts_sync")["outcome"] == "partial"
 
+    # Fixed at the source: the next sync writes it and its dead letter goes away.
+    stack.dataverse.update_row("contact", ids[0], {"emailaddress1": "fixed@example.org"})
+    run_contacts_sync()
+    assert profile_of(stack, ids[0])["email"] == "fixed@example.org"
+    assert app.store.deadletters.get("contacts_sync", "contacts", ids[0].lower()) is None
+
 
 def test_a_record_failing_again_and_again_is_dead_lettered_after_the_last_attempt(stack, function_app_env):
     contact_id = stack.dataverse.seed_contacts(1, seed=32)[0]
