@@ -24,6 +24,9 @@ test: setup infra-lint
 demo: setup
 	$(PY) -m emulators.demo
 
+bench: setup
+	$(PY) -m bench
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

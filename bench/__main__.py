@@ -1,0 +1,92 @@
+"""`make bench`: the integration's figures on this machine, printed as one table and saved to
+`bench/results/latest.json` (and into `bench/README.md` between its markers).
+
+Starts, for each stack, a fresh Azurite and the Dataverse and Campaign emulators in their own process
+(`bench.server`); every sync run is its own process (`bench.worker`), the webhooks go through the local
+functions host (`emulators.funchost`). Sizes the issue names but this machine cannot run within the time
+budget are scaled, and the factor is printed with the settings. Dev/test only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import sys
+import time
+
+from bench.processes import ProcessError, Workspace
+from bench.report import machine, notes, save, text_table, update_readme
+from bench.scenarios import Bench, Options
+from emulators.azurite import AzuriteError
+
+
+def parse_options(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    for option in dataclasses.fields(Options):
+        parser.add_argument(
+            "--" + option.name.replace("_", "-"), type=type(option.default), default=option.default
+        )
+    return Options(**vars(parser.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_options(argv)
+    started = time.monotonic()
+
+    def log(text: str) -> None:
+        print(f"[{time.monotonic() - started:6.0f} s] {text}", flush=True)
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    load_at_start = os.getloadavg()[0]
+    print(f"Machine: {machine()}; load average at start {load_at_start:.2f}")
+    print("Settings:")
+    for line in options.lines():
+        print(f"  {line}")
+    workspace = Workspace()
+    failure = None
+    bench = Bench(options, workspace, log=log)
+    try:
+        bench.main_stack()
+        bench.small_stack()
+        bench.events()
+        bench.resilience()
+        bench.baseline_and_optout()
+    except KeyboardInterrupt:
+        failure = "interrupted"
+    except (ProcessError, AzuriteError) as exc:
+        failure = str(exc)
+    seconds = time.monotonic() - started
+    # Scenario order, whatever order the stacks ran them in.
+    figures = sorted(bench.figures, key=lambda f: "1234567B".index(f.scenario))
+    settings = {
+        **dataclasses.asdict(options),
+        "described": options.lines(),
+        # Other work on the machine takes CPU from the benchmark's processes.
+        "load_average_at_start": round(load_at_start, 2),
+        "load_average_at_end": round(os.getloadavg()[0], 2),
+    }
+    document = save(figures, settings, wall_seconds=seconds)
+    if not failure:
+        update_readme(document, figures, options.lines())
+    print()
+    print(f"Benchmark, {document['date']}, {document['machine']}")
+    print(text_table(figures))
+    for line in notes(figures):
+        print(f"  - {line}")
+    print(
+        f"\nWall time {seconds / 60:.1f} min; load average at end {os.getloadavg()[0]:.2f}. "
+        "Saved bench/results/latest.json"
+    )
+    if failure:
+        print(f"bench: FAILED: {failure}\nlogs: {workspace.path}")
+        return 1
+    workspace.remove()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
