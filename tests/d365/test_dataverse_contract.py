@@ -20,6 +20,8 @@ from shared.errors import (
 
 MISSING_ID = "00000000-0000-4000-8000-00000000dead"
 
+WRONG_SECRET = "wrong-secret-not-real"  # an obviously fake value the emulator refuses
+
 
 def all_rows(pages) -> list[dict]:
     return [row for page in pages for row in page.rows]
@@ -339,7 +341,7 @@ def test_client_waits_out_429s_and_never_exceeds_its_concurrency(start_emulator,
 
 
 def test_a_wrong_client_secret_is_an_authentication_error(emulator, make_client):
-    client = make_client(emulator, client_secret="wrong-secret-not-real")
+    client = make_client(emulator, client_secret=WRONG_SECRET)
 
     with pytest.raises(AuthenticationError) as caught:
         client.get("contacts", MISSING_ID)
