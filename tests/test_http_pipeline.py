@@ -20,6 +20,7 @@ from shared.errors import (
     TransientError,
 )
 from shared.http import ApiPipeline, RateLimiter, RetryPolicy
+from tests.builders.tokens import CountingTokens
 
 
 class ScriptedServer:
@@ -49,19 +50,6 @@ class ScriptedServer:
 
     def stop(self) -> None:
         self._server.stop()
-
-
-class CountingTokens:
-    def __init__(self) -> None:
-        self.generation = 0
-        self.invalidations = 0
-
-    def authorization(self) -> str:
-        return f"Bearer token-{self.generation}"
-
-    def invalidate(self) -> None:
-        self.invalidations += 1
-        self.generation += 1
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +127,7 @@ def test_a_post_marked_idempotent_is_resent_after_a_dropped_connection(server, s
 
 
 def test_a_401_refreshes_the_token_once_then_succeeds(server, sleeps):
-    tokens = CountingTokens()
+    tokens = CountingTokens(first=0)
     server.handler = lambda request, n: (
         Response("fresh") if request.headers["Authorization"] == "Bearer token-1" else Response(status=401)
     )
@@ -151,7 +139,7 @@ def test_a_401_refreshes_the_token_once_then_succeeds(server, sleeps):
 
 
 def test_a_401_that_survives_the_refresh_is_an_authentication_error(server, sleeps):
-    tokens = CountingTokens()
+    tokens = CountingTokens(first=0)
     server.handler = lambda request, n: Response(status=401)
 
     with pytest.raises(AuthenticationError):

@@ -14,10 +14,12 @@ import pytest
 import requests
 from requests.structures import CaseInsensitiveDict
 
+from emulators.campaign import CampaignEmulator
 from shared.acs.client import CampaignClient
 from shared.acs.ims import ImsTokenProvider
 from shared.acs.journal import JournalReader
 from shared.http import RetryPolicy
+from tests.builders.tokens import CountingTokens
 
 CLIENT_ID = "test-client-id"
 CLIENT_SECRET = "test-secret-not-real"
@@ -82,29 +84,14 @@ def _response(url: str, status: int, body: Any, headers: dict[str, str]) -> requ
     return response
 
 
-class StaticToken:
-    """A token provider that counts invalidations (offline tests of the clients)."""
-
-    def __init__(self) -> None:
-        self.generation = 1
-        self.invalidations = 0
-
-    def authorization(self) -> str:
-        return f"Bearer token-{self.generation}"
-
-    def invalidate(self) -> None:
-        self.invalidations += 1
-        self.generation += 1
-
-
 @pytest.fixture
 def scripted() -> type[ScriptedSession]:
     return ScriptedSession
 
 
 @pytest.fixture
-def static_token() -> StaticToken:
-    return StaticToken()
+def static_token() -> CountingTokens:
+    return CountingTokens()
 
 
 # -- the emulator -------------------------------------------------------------------------------
@@ -112,7 +99,6 @@ def static_token() -> StaticToken:
 
 @pytest.fixture
 def emulator_factory():
-    campaign = pytest.importorskip("emulators.campaign")
     started = []
 
     def start(**options: Any):
@@ -123,7 +109,7 @@ def emulator_factory():
             "tenant": "acme",
             **options,
         }
-        emulator = campaign.CampaignEmulator(**options).start()
+        emulator = CampaignEmulator(**options).start()
         started.append(emulator)
         return emulator
 
