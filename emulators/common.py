@@ -3,7 +3,6 @@ injection (latency, 5xx, 429, dropped connections) and a server-side request/con
 
 from __future__ import annotations
 
-import logging
 import random
 import socket
 import threading
@@ -13,26 +12,16 @@ from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-logging.getLogger("werkzeug").setLevel(logging.ERROR)
-
-
-class _KeepAliveHandler(WSGIRequestHandler):
-    # HTTP/1.1 keeps connections open between requests, as the cloud services do; werkzeug's default
-    # (HTTP/1.0) would make every client call pay a new TCP (and TLS) handshake.
-    protocol_version = "HTTP/1.1"
+from emulators.httpserver import DROPPED, KeepAliveWSGIServer
 
 
 class EmulatorServer:
     """Serves a WSGI app on 127.0.0.1 (port 0 = a free one) from a background thread."""
 
     def __init__(self, app, *, host: str = "127.0.0.1", port: int = 0, ssl_context=None) -> None:
-        self._server = make_server(
-            host, port, app, threaded=True, ssl_context=ssl_context, request_handler=_KeepAliveHandler
-        )
-        self._server.daemon_threads = True
+        self._server = KeepAliveWSGIServer(host, port, app, ssl_context=ssl_context)
         scheme = "https" if ssl_context is not None else "http"
         self.host = host
         self.port = self._server.server_port
@@ -118,7 +107,7 @@ def drop_connection(environ) -> Response:
     if sock is not None:
         with suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-    # The server will fail to write this; the client sees a dropped connection.
+    environ[DROPPED] = True  # the server sends nothing back
     return Response(status=500)
 
 
