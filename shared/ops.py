@@ -204,7 +204,7 @@ def collect_status(app: App, *, now: datetime | None = None) -> dict[str, Any]:
     (synced / excluded / deleted / failed / dead), dead letters, backlog, and the problems found
     (`healthy` is True when there are none). Logs one `ops.status` line per flow for alerting.
 
-    The ledger counts scan each mapping's ledger partition (the status column only): cheap for
+    The ledger counts scan each mapping's ledger rows (the status column only): cheap for
     thousands of records, seconds for millions."""
     now = now or datetime.now(UTC)
     builder = _StatusBuilder(app, now)

@@ -8,8 +8,10 @@ content hash so an unchanged record costs none, and drives retries of failed rec
 from __future__ import annotations
 
 import json
-from collections import Counter
-from collections.abc import Iterator
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -17,9 +19,30 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.store.keys import decode_key, encode_key
+
+# A mapping's rows are spread over this many partitions by a hash of the source id: one partition per
+# mapping would cap its writes at a partition's throughput target (2,000 entities/s) and makes Azurite's
+# per-operation cost grow with the partition. Queries over a mapping read the key range of its shards.
+SHARDS = 64
+_TRANSACTION_ROWS = 100  # the most a Table transaction takes
+_SHARD_SEPARATOR = "|"  # never in an encoded mapping name (encode_key escapes it)
+
+
+def partition_key(mapping: str, source_id: str) -> str:
+    shard = zlib.crc32(source_id.encode("utf-8")) % SHARDS
+    return f"{encode_key(mapping)}{_SHARD_SEPARATOR}{shard:02x}"
+
+
+def _mapping_range(mapping: str) -> tuple[str, dict[str, Any]]:
+    """A filter matching every shard of `mapping` ("}" is the character after the separator)."""
+    prefix = encode_key(mapping)
+    return "PartitionKey ge @low and PartitionKey lt @high", {
+        "low": prefix + _SHARD_SEPARATOR,
+        "high": prefix + chr(ord(_SHARD_SEPARATOR) + 1),
+    }
 
 
 class RecordStatus(StrEnum):
@@ -62,7 +85,7 @@ _INT_FIELDS = ("attempts",)
 
 def _to_entity(record: LedgerRecord) -> dict[str, Any]:
     entity: dict[str, Any] = {
-        "PartitionKey": encode_key(record.mapping),
+        "PartitionKey": partition_key(record.mapping, record.source_id),
         "RowKey": encode_key(record.source_id),
         "status": str(record.status),
         # Strings: Dataverse version numbers outgrow Int32 and the SDK would need explicit EdmTypes.
@@ -86,7 +109,7 @@ def _to_entity(record: LedgerRecord) -> dict[str, Any]:
 def _from_entity(entity: Any) -> LedgerRecord:
     version = entity.get("source_version") or None
     return LedgerRecord(
-        mapping=decode_key(entity["PartitionKey"]),
+        mapping=decode_key(entity["PartitionKey"].rpartition(_SHARD_SEPARATOR)[0]),
         source_id=decode_key(entity["RowKey"]),
         status=RecordStatus(entity.get("status", "synced")),
         source_version=int(version) if version is not None else None,
@@ -110,7 +133,8 @@ class RecordLedger:
 
     def get(self, mapping: str, source_id: str) -> LedgerRecord | None:
         try:
-            return _from_entity(self._table.get_entity(encode_key(mapping), encode_key(source_id)))
+            entity = self._table.get_entity(partition_key(mapping, source_id), encode_key(source_id))
+            return _from_entity(entity)
         except ResourceNotFoundError:
             return None
 
@@ -134,21 +158,45 @@ class RecordLedger:
             ) from exc
         return record.evolve(etag=metadata["etag"], updated_at=entity["updated_at"])
 
+    def create_many(
+        self, records: Iterable[LedgerRecord], *, executor: Executor | None = None
+    ) -> list[LedgerRecord]:
+        """Create rows that should not exist yet, in transactions of up to 100 rows of one partition
+        (one request instead of one per row; partitions in parallel on `executor`). Answers the records
+        whose row existed already (another writer was first): those rows are left as they were."""
+        by_partition: dict[str, list[LedgerRecord]] = defaultdict(list)
+        for record in records:
+            by_partition[partition_key(record.mapping, record.source_id)].append(record)
+        mapper = executor.map if executor is not None else map
+        return [r for existing in mapper(self._create_partition, by_partition.values()) for r in existing]
+
+    def _create_partition(self, records: list[LedgerRecord]) -> list[LedgerRecord]:
+        existing: list[LedgerRecord] = []
+        for start in range(0, len(records), _TRANSACTION_ROWS):
+            chunk = records[start : start + _TRANSACTION_ROWS]
+            try:
+                self._table.submit_transaction([("create", _to_entity(r)) for r in chunk])
+            except TableTransactionError:
+                # A transaction is all or nothing: find the rows in the way one by one.
+                for record in chunk:
+                    try:
+                        self._table.create_entity(_to_entity(record))
+                    except ResourceExistsError:
+                        existing.append(record)
+        return existing
+
     def delete(self, mapping: str, source_id: str) -> None:
-        self._table.delete_entity(encode_key(mapping), encode_key(source_id))
+        self._table.delete_entity(partition_key(mapping, source_id), encode_key(source_id))
 
     def is_empty(self, mapping: str) -> bool:
-        query = self._table.query_entities(
-            "PartitionKey eq @pk",
-            parameters={"pk": encode_key(mapping)},
-            select=["RowKey"],
-            results_per_page=1,
+        query, parameters = _mapping_range(mapping)
+        entities = self._table.query_entities(
+            query, parameters=parameters, select=["RowKey"], results_per_page=1
         )
-        return next(iter(query), None) is None
+        return next(iter(entities), None) is None
 
     def iter_records(self, mapping: str, *, status: RecordStatus | None = None) -> Iterator[LedgerRecord]:
-        query = "PartitionKey eq @pk"
-        parameters: dict[str, Any] = {"pk": encode_key(mapping)}
+        query, parameters = _mapping_range(mapping)
         if status is not None:
             query += " and status eq @status"
             parameters["status"] = str(status)
@@ -157,23 +205,18 @@ class RecordLedger:
 
     def due_for_retry(self, mapping: str, *, now: datetime | None = None) -> Iterator[LedgerRecord]:
         """Failed records whose backoff has elapsed, oldest first within each page."""
-        parameters = {
-            "pk": encode_key(mapping),
-            "status": str(RecordStatus.FAILED),
-            "now": now or datetime.now(UTC),
-        }
-        query = "PartitionKey eq @pk and status eq @status and next_attempt_at le @now"
+        query, parameters = _mapping_range(mapping)
+        query += " and status eq @status and next_attempt_at le @now"
+        parameters.update(status=str(RecordStatus.FAILED), now=now or datetime.now(UTC))
         for entity in self._table.query_entities(query, parameters=parameters, results_per_page=1000):
             yield _from_entity(entity)
 
     def count_by_status(self, mapping: str) -> dict[str, int]:
-        """Counts per status; a streaming scan of one partition reading only the status column."""
+        """Counts per status; a streaming scan of the mapping's shards reading only the status column."""
         counts: Counter[str] = Counter({str(s): 0 for s in RecordStatus})
+        query, parameters = _mapping_range(mapping)
         entities = self._table.query_entities(
-            "PartitionKey eq @pk",
-            parameters={"pk": encode_key(mapping)},
-            select=["status"],
-            results_per_page=1000,
+            query, parameters=parameters, select=["status"], results_per_page=1000
         )
         for entity in entities:
             counts[entity.get("status", "synced")] += 1

@@ -7,6 +7,7 @@ import pytest
 
 from shared.store import CheckpointConflict, LedgerConflict, LedgerRecord, RecordStatus, RunReport
 from shared.store.keys import decode_key, encode_key
+from shared.store.ledger import SHARDS, partition_key
 
 AWKWARD_IDS = ["a/b\\c#d?e", "tab\there", "quote'in", "percent%25", "ünïcødé-✓", "~tilde~", "x" * 2000]
 
@@ -146,6 +147,37 @@ def test_ledger_counts_by_status_and_finds_failed_records_due_for_retry(state_st
         "due",
         "later",
     }
+
+
+def test_a_mappings_rows_spread_over_shards_and_its_queries_see_no_other_mapping(state_store):
+    ledger = state_store.ledger
+    ids = [f"c{i}" for i in range(200)]
+    for source_id in ids:
+        ledger.save(LedgerRecord("contacts", source_id))
+    # Names that share the prefix or sort right next to the shard range.
+    for neighbour in ("contacts2", "contact", "contacts|00", "contacts}"):
+        ledger.save(
+            LedgerRecord(neighbour, "c1", status=RecordStatus.FAILED, next_attempt_at=datetime.now(UTC))
+        )
+    partitions = {partition_key("contacts", source_id) for source_id in ids}
+    assert len(partitions) == SHARDS
+    assert sorted(r.source_id for r in ledger.iter_records("contacts")) == sorted(ids)
+    assert ledger.count_by_status("contacts")["synced"] == 200
+    assert ledger.count_by_status("contacts")["failed"] == 0
+    assert list(ledger.due_for_retry("contacts")) == []
+    assert ledger.get("contacts|00", "c1").mapping == "contacts|00"
+    assert not ledger.is_empty("contacts}") and ledger.is_empty("contacts3")
+
+
+def test_creating_many_rows_writes_them_in_transactions_and_leaves_rows_written_meanwhile(state_store):
+    ledger = state_store.ledger
+    first = ledger.save(LedgerRecord("contacts", "c7", source_version=9, target_key="@theirs"))
+    records = [LedgerRecord("contacts", f"c{i}", source_version=1, target_key=f"@{i}") for i in range(450)]
+    existing = ledger.create_many(records)
+    assert [r.source_id for r in existing] == ["c7"]
+    assert ledger.get("contacts", "c7").etag == first.etag  # untouched
+    assert ledger.get("contacts", "c449").target_key == "@449"
+    assert ledger.count_by_status("contacts")["synced"] == 450
 
 
 def test_dead_letters_keep_payload_error_and_attempt_history(state_store):
