@@ -15,16 +15,17 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.acs.client import CampaignClient
-from shared.d365.changetracking import ChangeTrackingReader, DeltaTokenExpired
+from shared.d365.changetracking import ChangePage, ChangeTrackingReader, DeltaTokenExpired
 from shared.d365.client import DataverseClient
 from shared.d365.webhook import ChangeRecord
 from shared.errors import AuthenticationError, ConflictError, NotFoundError, ServiceError
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 FLOW = "contacts_sync"
 REPLAY_FLOW = "replay"  # checkpoint rows (REPLAY_FLOW, mapping) are replay requests
 _LEDGER_RACE_ATTEMPTS = 3
+_LEDGER_WRITERS = 4  # threads creating a full-load page's ledger rows, one partition's transactions each
 
 
 @dataclass(frozen=True)
@@ -72,14 +74,47 @@ class ReplayRefused(ValueError):
     pass
 
 
+def _read_ahead(pages: Iterator[ChangePage]) -> Iterator[ChangePage]:
+    """Yield `pages`, reading the next one from Dataverse while the caller works on this one (two pages
+    in memory at most), so that Campaign writes do not pause at every page boundary."""
+    context = contextvars.copy_context()  # the run's correlation id, for the reads' log lines
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader:
+        upcoming = reader.submit(context.run, next, pages, None)
+        while (page := upcoming.result()) is not None:
+            upcoming = reader.submit(context.run, next, pages, None)
+            yield page
+
+
+class PageLedgerWrites:
+    """The ledger rows of a full-load page that began with an empty ledger, created together when the
+    page's records are done (a Table transaction per 100 rows instead of a request per row), before its
+    checkpoint. A crash before that loses nothing: the page is redone without hints, so its records are
+    looked up in Campaign by key, never created twice."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[tuple[LedgerRecord, SourceRow, str]] = []
+
+    def add(self, record: LedgerRecord, row: SourceRow, outcome: str) -> None:
+        with self._lock:
+            self._pending.append((record, row, outcome))
+
+    def take(self) -> list[tuple[LedgerRecord, SourceRow, str]]:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        return pending
+
+
 @dataclass(frozen=True)
 class LoadHints:
     """What a full load knows in advance, to save a round trip per record: the Campaign resource and the
     ledger were empty when the load began. Never set for the first page after a resume (it may be half
-    done), and dropped when a record turns out to exist after all (the ledger refuses the duplicate)."""
+    done), and dropped when a record turns out to exist after all (the ledger refuses the duplicate).
+    With an empty ledger, the rows are collected in `ledger_writes` and created with the page."""
 
     campaign_empty: bool = False
     ledger_empty: bool = False
+    ledger_writes: PageLedgerWrites | None = None
 
 
 def _already_applied(entry: LedgerRecord | None, version: int | None, operation_id: str | None) -> str | None:
@@ -215,19 +250,21 @@ class IngressFlow:
             if exc.retriable:
                 return self._failed(ctx, row.id, base, str(exc), row=row)
             return self._dead(ctx, row.id, base, exc, payload=mapped.payload)
+        synced_record = base.evolve(
+            status=RecordStatus.SYNCED,
+            content_hash=mapped.content_hash,
+            target_key=target_key,
+            error=None,
+            attempts=0,
+            next_attempt_at=None,
+            first_failed_at=None,
+            extra=extra,
+        )
+        if hints.ledger_writes is not None:
+            hints.ledger_writes.add(synced_record, row, outcome)
+            return self._outcome(ctx, row.id, outcome)
         try:
-            self.store.ledger.save(
-                base.evolve(
-                    status=RecordStatus.SYNCED,
-                    content_hash=mapped.content_hash,
-                    target_key=target_key,
-                    error=None,
-                    attempts=0,
-                    next_attempt_at=None,
-                    first_failed_at=None,
-                    extra=extra,
-                )
-            )
+            self.store.ledger.save(synced_record)
         except LedgerConflict:
             if outcome == "created":
                 self._undo_duplicate_create(ctx, row.id, target_key)
@@ -581,57 +618,118 @@ class IngressFlow:
     def _track_changes(
         self, ctx: MappingContext, report: RunReport, deadline: Deadline, pool: ThreadPoolExecutor
     ) -> bool:
-        """Process change-tracking pages from the checkpoint; False when the time budget ran out."""
+        """Process change-tracking pages from the checkpoint; False when the time budget ran out.
+
+        A full-load page's ledger rows and checkpoint are written in the background while the next page
+        is read and its records are written to Campaign (`_finish_page`); checkpoints stay in page order
+        because each page waits for the previous page's to be saved before saving its own."""
         checkpoint = self._start_state(ctx)
         reader = ChangeTrackingReader(
             self.dataverse, ctx.entity_set, select=ctx.engine.select, page_size=self.options.page_size
         )
-        while True:
-            if checkpoint.position is None and checkpoint.data.get("mode") != "replay":
-                checkpoint = self.store.checkpoints.put(
-                    checkpoint, None, {"mode": "initial", **self._emptiness(ctx)}
-                )
-            mode = checkpoint.data.get("mode") or "delta"
-            resumed = checkpoint.position is not None
+        with ThreadPoolExecutor(_LEDGER_WRITERS, thread_name_prefix="ledger") as ledger_writers:
+            finishing: Future[Checkpoint] | None = None
             try:
-                for page in reader.iter_pages(checkpoint.position):
-                    # A resumed page may be half done: no shortcuts for it.
-                    hints = (
-                        LoadHints()
-                        if resumed or mode != "initial"
-                        else LoadHints(
-                            campaign_empty=bool(checkpoint.data.get("campaign_empty")),
-                            ledger_empty=bool(checkpoint.data.get("ledger_empty")),
+                while True:
+                    if checkpoint.position is None and checkpoint.data.get("mode") != "replay":
+                        checkpoint = self.store.checkpoints.put(
+                            checkpoint, None, {"mode": "initial", **self._emptiness(ctx)}
                         )
-                    )
-                    resumed = False
-                    tasks = [self._row_task(ctx, row, mode, hints) for row in page.upserts]
-                    tasks += [self._delete_task(ctx, source_id) for source_id in page.deletes]
-                    if not self._process(pool, tasks, report, deadline):
-                        return False  # the page is redone next run; its finished records are no-ops then
-                    report.count("pages")
-                    data: dict[str, Any] = {}
-                    if page.delta_link:
-                        data = {"mode": "delta", "campaign_empty": False, "ledger_empty": False}
-                        if mode in ("initial", "replay"):
-                            data["initial_load_completed_at"] = datetime.now(UTC).isoformat()
-                            self._finish_replay(ctx)
-                    checkpoint = self.store.checkpoints.put(checkpoint, page.checkpoint, data)
-                    if deadline.remaining() <= 0:
-                        return False
-                return True
-            except DeltaTokenExpired as exc:
-                log_event(
-                    log,
-                    logging.WARNING,
-                    "ingress.delta_token_expired",
-                    mapping=ctx.mapping.name,
-                    action="full resync",
-                    error=str(exc),
-                )
-                report.notes.append(f"{ctx.mapping.name}: delta token expired; full resync started")
-                report.count("resyncs")
-                checkpoint = self.store.checkpoints.put(checkpoint, None, {"mode": None})
+                    mode = checkpoint.data.get("mode") or "delta"
+                    resumed = checkpoint.position is not None
+                    try:
+                        for page in _read_ahead(reader.iter_pages(checkpoint.position)):
+                            hints = self._hints(checkpoint, mode, resumed=resumed)
+                            resumed = False
+                            tasks = [self._row_task(ctx, row, mode, hints) for row in page.upserts]
+                            tasks += [self._delete_task(ctx, source_id) for source_id in page.deletes]
+                            complete = self._process(pool, tasks, report, deadline)
+                            if finishing is not None:
+                                checkpoint, finishing = finishing.result(), None
+                            if not complete:
+                                if hints.ledger_writes is not None:
+                                    self._create_page_ledger(ctx, hints.ledger_writes, mode, ledger_writers)
+                                return False  # the page is redone next run; its done records are no-ops
+                            report.count("pages")
+                            finish = functools.partial(
+                                self._finish_page,
+                                ctx,
+                                page,
+                                mode,
+                                checkpoint,
+                                hints.ledger_writes,
+                                ledger_writers,
+                            )
+                            if page.delta_link or hints.ledger_writes is None:
+                                checkpoint = finish()
+                            else:
+                                finishing = ledger_writers.submit(finish)
+                            if deadline.remaining() <= 0:
+                                return False
+                        return True
+                    except DeltaTokenExpired as exc:
+                        if finishing is not None:
+                            checkpoint, finishing = finishing.result(), None
+                        log_event(
+                            log,
+                            logging.WARNING,
+                            "ingress.delta_token_expired",
+                            mapping=ctx.mapping.name,
+                            action="full resync",
+                            error=str(exc),
+                        )
+                        report.notes.append(f"{ctx.mapping.name}: delta token expired; full resync started")
+                        report.count("resyncs")
+                        checkpoint = self.store.checkpoints.put(checkpoint, None, {"mode": None})
+            finally:
+                if finishing is not None:
+                    finishing.result()
+
+    @staticmethod
+    def _hints(checkpoint: Checkpoint, mode: str, *, resumed: bool) -> LoadHints:
+        """A resumed page may be half done, and only a full load starts from empty: no shortcuts else."""
+        if resumed or mode != "initial":
+            return LoadHints()
+        ledger_empty = bool(checkpoint.data.get("ledger_empty"))
+        return LoadHints(
+            campaign_empty=bool(checkpoint.data.get("campaign_empty")),
+            ledger_empty=ledger_empty,
+            ledger_writes=PageLedgerWrites() if ledger_empty else None,
+        )
+
+    def _finish_page(
+        self,
+        ctx: MappingContext,
+        page: ChangePage,
+        mode: str,
+        checkpoint: Checkpoint,
+        ledger_writes: PageLedgerWrites | None,
+        ledger_writers: ThreadPoolExecutor,
+    ) -> Checkpoint:
+        """Save the position after a page whose records are all done (and the mode after the last), once
+        the ledger rows the page collected are created."""
+        if ledger_writes is not None:
+            self._create_page_ledger(ctx, ledger_writes, mode, ledger_writers)
+        data: dict[str, Any] = {}
+        if page.delta_link:
+            data = {"mode": "delta", "campaign_empty": False, "ledger_empty": False}
+            if mode in ("initial", "replay"):
+                data["initial_load_completed_at"] = datetime.now(UTC).isoformat()
+                self._finish_replay(ctx)
+        return self.store.checkpoints.put(checkpoint, page.checkpoint, data)
+
+    def _create_page_ledger(
+        self, ctx: MappingContext, writes: PageLedgerWrites, mode: str, writers: ThreadPoolExecutor
+    ) -> None:
+        """Create the ledger rows a page collected, partitions in parallel; a row another writer (a
+        webhook) created meanwhile is decided again, as `sync_row` does after a conflict."""
+        pending = {record.source_id: (record, row, outcome) for record, row, outcome in writes.take()}
+        records = [record for record, _, _ in pending.values()]
+        for existing in self.store.ledger.create_many(records, executor=writers):
+            _, row, outcome = pending[existing.source_id]
+            if outcome == "created":
+                self._undo_duplicate_create(ctx, existing.source_id, existing.target_key)
+            self.sync_row(ctx, row, mode=mode)
 
     def _finish_replay(self, ctx: MappingContext) -> None:
         checkpoints = self.store.checkpoints

@@ -16,7 +16,7 @@ from emulators.common import FaultConfig
 from emulators.funchost import FunctionHost
 from emulators.stack import VEHICLE_MAPPING
 from shared.flows.ingress import ReplayRefused
-from shared.store import RecordStatus
+from shared.store import LedgerRecord, RecordStatus
 from tests.d365.fixtures.webhook_bodies import context, entity, to_wire, wcf_date
 
 NOWHERE = "Nowhere"  # contacts in this city fall out of the filter and are deleted from Campaign
@@ -221,6 +221,48 @@ def test_a_crash_mid_initial_load_resumes_from_the_last_page_without_duplicates(
     # Page 3 is redone: its 250 records created before the crash are updated at most once more.
     assert calls["insert"] == 3000 - 1250
     assert calls["update"] <= 250
+
+
+class WebhookWritesFirst:
+    """Wraps the Campaign client: right after the load creates one chosen contact's profile, a webhook
+    for that contact (which found the profile by key) records it in the ledger before the load does."""
+
+    def __init__(self, client, ledger, contact_id: str) -> None:
+        self._client, self._ledger, self._contact_id = client, ledger, contact_id
+        self.pkey = None
+
+    def create(self, resource, body):
+        created = self._client.create(resource, body)
+        if body.get("externalId") == self._contact_id:
+            self.pkey = created["PKey"]
+            self._ledger.save(
+                LedgerRecord(
+                    "contacts", self._contact_id, source_version=1, target_key=self.pkey, content_hash="h"
+                )
+            )
+        return created
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_a_webhook_recording_a_contact_during_a_load_page_wins_over_the_pages_ledger_rows(
+    stack, function_app_env
+):
+    stack.dataverse.seed_contacts(1200, seed=12)
+    app = function_app_env(CONFIG, D365_PAGE_SIZE="500")
+    contact_id = sorted(row["contactid"].lower() for row in stack.dataverse.rows("contact"))[700]
+    app.ingress.campaign = WebhookWritesFirst(app.campaign, app.store.ledger, contact_id)
+    app.ingress.run()
+
+    assert_campaign_matches(stack)
+    calls = stack.campaign.engine_calls
+    assert calls["insert"] == len(expected_profiles(stack.dataverse))  # none twice
+    assert calls["delete"] == 0  # the webhook's record is the profile the load created: nothing undone
+    entry = app.store.ledger.get("contacts", contact_id)
+    assert app.ingress.campaign.pkey is not None and entry.target_key == app.ingress.campaign.pkey
+    assert entry.content_hash != "h"  # decided again after the conflict: the load's content is recorded
+    assert app.store.ledger.count_by_status("contacts")["synced"] == len(expected_profiles(stack.dataverse))
 
 
 def run_until_settled(app, max_runs: int = 8) -> int:
