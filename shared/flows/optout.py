@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,7 @@ from shared.store import LedgerConflict, LedgerRecord, RunReport, StateStore
 log = logging.getLogger(__name__)
 
 FLOW = "optout_sync"
+_LEDGER_READERS = 8  # parallel ledger reads per page (one per profile)
 STREAM = "campaign_profiles"
 AGREED = "optout"  # ledger `extra` key holding the agreed flags {campaign field: bool}
 
@@ -205,7 +207,7 @@ class OptOutFlow:
             return report
         deadline = Deadline(self.options.time_budget_seconds, self._clock)
         outcome = "succeeded"
-        with correlation(f"run-{report.run_id}"):
+        with correlation(f"run-{report.run_id}"), ThreadPoolExecutor(_LEDGER_READERS) as readers:
             checkpoint = self.store.checkpoints.get(FLOW, STREAM)
             since = parse_campaign_time(checkpoint.position)
             if checkpoint.position is None and r.direction == "bidirectional":
@@ -223,7 +225,7 @@ class OptOutFlow:
                     filter_name=self.options.changed_since_filter,
                     line_count=self.options.page_size,
                 ):
-                    self._process_page(page, report)
+                    self._process_page(page, report, readers)
                     newest = max(
                         (parse_campaign_time(p.get("lastModified")) for p in page),
                         default=None,
@@ -253,16 +255,20 @@ class OptOutFlow:
             return None
         return parse_campaign_time(load.data.get("initial_load_started_at"))
 
-    def _process_page(self, page: list[dict[str, Any]], report: RunReport) -> None:
+    def _process_page(self, page: list[dict[str, Any]], report: RunReport, readers: Executor) -> None:
         r = self.reconciler
         key_field = r.mapping.key.acs
-        candidates: dict[str, tuple[dict[str, Any], LedgerRecord | None]] = {}
+        keyed: list[tuple[str, dict[str, Any]]] = []
         for profile in page:
             contact_id = str(profile.get(key_field) or "").lower()
-            if not contact_id:
+            if contact_id:
+                keyed.append((contact_id, profile))
+            else:
                 report.count("campaign_only")
-                continue
-            entry = self.store.ledger.get(r.mapping.name, contact_id)
+        # One ledger read per profile, several at a time: the first run after a load reads them all.
+        entries = readers.map(lambda item: self.store.ledger.get(r.mapping.name, item[0]), keyed)
+        candidates: dict[str, tuple[dict[str, Any], LedgerRecord | None]] = {}
+        for (contact_id, profile), entry in zip(keyed, entries, strict=True):
             agreed = (entry.extra.get(AGREED) if entry else None) or None
             if agreed == r.campaign_values(profile):
                 report.count("unchanged")  # includes our own writes coming back
