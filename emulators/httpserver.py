@@ -90,7 +90,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         }
         for key, value in self.headers.items():
             name = "HTTP_" + key.upper().replace("-", "_")
-            if name not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+            # The body is read whole (and de-chunked): the app sees its plain length.
+            if name not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH", "HTTP_TRANSFER_ENCODING"):
                 environ[name] = f"{environ[name]},{value}" if name in environ else value
         return environ
 
