@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import requests
 import requests.adapters
 import urllib3.exceptions
+import urllib3.util
 
 from shared.errors import (
     AuthenticationError,
@@ -46,16 +47,19 @@ def environment_proxies() -> dict[str, str]:
     return {scheme: url for scheme, url in urllib.request.getproxies().items() if scheme in ("http", "https")}
 
 
-def new_session(*, pool_size: int = 10) -> requests.Session:
+def new_session(*, pool_size: int = 10, max_retries: urllib3.util.Retry | int = 0) -> requests.Session:
     """A Session that reads proxy settings from the environment once, not on every request.
 
     With `trust_env` on, requests re-scans the whole process environment per request (proxies, netrc,
     REQUESTS_CA_BUNDLE), which costs more CPU than the rest of a call; TLS trust is passed explicitly.
+    `max_retries` is urllib3's, for connection-level failures of a caller that has no retry of its own.
     """
     session = requests.Session()
     session.trust_env = False
     session.proxies.update(environment_proxies())
-    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
+    adapter = requests.adapters.HTTPAdapter(
+        pool_connections=1, pool_maxsize=pool_size, max_retries=max_retries
+    )
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import urllib3.util
 from azure.core.exceptions import ResourceExistsError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableServiceClient
@@ -16,11 +17,20 @@ from shared.store.deadletters import DeadLetterStore
 from shared.store.ledger import RecordLedger
 from shared.store.reports import RunReportStore
 
+# The storage SDK retries statuses and connection failures of idempotent requests, but not a POST
+# (create, transaction) whose kept-alive connection the service closed as it was sent. Resending one of
+# ours is safe: a create that had been applied fails as "exists" and a conditional update as "modified",
+# which the stores report as a conflict to decide again on fresh state.
+STORAGE_CONNECTION_RETRY = urllib3.util.Retry(
+    total=2, connect=2, read=2, status=0, redirect=False, allowed_methods=None, raise_on_status=False
+)
+
 
 def _transport() -> RequestsTransport:
     # Environment proxies read once, not per request (see shared.http.new_session); a pool wide enough
     # for the flows' worker threads.
-    return RequestsTransport(session=new_session(pool_size=32), session_owner=True, use_env_settings=False)
+    session = new_session(pool_size=32, max_retries=STORAGE_CONNECTION_RETRY)
+    return RequestsTransport(session=session, session_owner=True, use_env_settings=False)
 
 
 @dataclass

@@ -4,10 +4,14 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from werkzeug.wrappers import Request, Response
 
+from emulators.common import EmulatorServer, drop_connection
+from shared.http import new_session
 from shared.store import CheckpointConflict, LedgerConflict, LedgerRecord, RecordStatus, RunReport
 from shared.store.keys import decode_key, encode_key
 from shared.store.ledger import SHARDS, partition_key
+from shared.store.state import STORAGE_CONNECTION_RETRY
 
 AWKWARD_IDS = ["a/b\\c#d?e", "tab\there", "quote'in", "percent%25", "ünïcødé-✓", "~tilde~", "x" * 2000]
 
@@ -228,3 +232,18 @@ def test_run_reports_are_kept_per_run_with_the_latest_readable_directly(state_st
     assert latest["counts"] == {"upserted": 1}
     assert name.startswith("runs/contacts_sync/")
     assert reports.latest("events_push") is None
+
+
+def test_a_storage_post_whose_connection_is_dropped_is_sent_again():
+    attempts = []
+
+    @Request.application
+    def drops_the_first_post(request: Request) -> Response:
+        attempts.append(request.get_data())
+        return drop_connection(request.environ) if len(attempts) == 1 else Response("{}", status=201)
+
+    session = new_session(max_retries=STORAGE_CONNECTION_RETRY)
+    with EmulatorServer(drops_the_first_post) as server:
+        answer = session.post(f"{server.base_url}/Tables", data=b'{"TableName": "t"}', timeout=5)
+    assert answer.status_code == 201
+    assert attempts == [b'{"TableName": "t"}'] * 2
