@@ -3,8 +3,8 @@
 
 Starts, for each stack, a fresh Azurite and the Dataverse and Campaign emulators in their own process
 (`bench.server`); every sync run is its own process (`bench.worker`), the webhooks go through the local
-functions host (`emulators.funchost`). Sizes the issue names but this machine cannot run within the time
-budget are scaled, and the factor is printed with the settings. Dev/test only.
+functions host (`emulators.funchost`). The stacks run in three lanes side by side (`LANES`). Every size
+is an option; one below the issue's is printed with its factor. Dev/test only.
 """
 
 from __future__ import annotations
@@ -14,12 +14,32 @@ import dataclasses
 import os
 import signal
 import sys
+import threading
 import time
+from dataclasses import dataclass
 
-from bench.processes import ProcessError, Workspace
+from bench.processes import ProcessError, Workspace, end_all, set_lane_niceness
 from bench.report import machine, notes, save, text_table, update_readme
 from bench.scenarios import Bench, Options
 from emulators.azurite import AzuriteError
+
+
+@dataclass(frozen=True)
+class Lane:
+    name: str
+    niceness: int
+    stacks: tuple[str, ...]
+
+
+# Three lanes side by side, each a thread of this driver running its stacks in turn. Lane "main" holds the
+# figures about speed (1, 3, 4) and runs at normal priority; the others are niced, so they take the CPU
+# it leaves. Their figures (correctness, memory, rates against their own limits) do not depend on speed,
+# except the events rate, which is measured against its limit and says so.
+LANES = (
+    Lane("main", 0, ("main_stack",)),
+    Lane("faults", 19, ("resilience",)),
+    Lane("others", 19, ("events", "small_stack", "baseline_and_optout")),
+)
 
 
 def parse_options(argv: list[str] | None) -> Options:
@@ -47,21 +67,40 @@ def main(argv: list[str] | None = None) -> int:
     for line in options.lines():
         print(f"  {line}")
     workspace = Workspace()
-    failure = None
-    bench = Bench(options, workspace, log=log)
+    figures: list = []
+    facts: dict = {}
+    failures: list[str] = []
+
+    def run_lane(lane: Lane) -> None:
+        set_lane_niceness(lane.niceness)
+        bench = Bench(
+            options,
+            workspace.lane(lane.name),
+            log=lambda text: log(f"{lane.name}: {text}"),
+            figures=figures,
+            facts=facts,
+        )
+        try:
+            for stack in lane.stacks:
+                getattr(bench, stack)()
+        except (ProcessError, AzuriteError) as exc:
+            failures.append(f"lane {lane.name}: {exc}")
+
+    threads = [threading.Thread(target=run_lane, args=(lane,), daemon=True) for lane in LANES]
     try:
-        bench.main_stack()
-        bench.small_stack()
-        bench.events()
-        bench.resilience()
-        bench.baseline_and_optout()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)
     except KeyboardInterrupt:
-        failure = "interrupted"
-    except (ProcessError, AzuriteError) as exc:
-        failure = str(exc)
+        failures.append("interrupted")
+        end_all()
+    Bench(options, workspace, log=log, figures=figures, facts=facts).comparisons()
+    failure = "; ".join(failures)
     seconds = time.monotonic() - started
     # Scenario order, whatever order the stacks ran them in.
-    figures = sorted(bench.figures, key=lambda f: "1234567B".index(f.scenario))
+    figures = sorted(figures, key=lambda f: "1234567B".index(f.scenario))
     settings = {
         **dataclasses.asdict(options),
         "described": options.lines(),

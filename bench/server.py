@@ -217,7 +217,7 @@ class Server:
             p for p in self.campaign.snapshot("profile") if p.get("externalId") not in self._preloaded
         ]
         candidates = [p for p in profiles if not p.get("blackListPhone")]
-        chosen = random.Random(seed).sample(candidates, count)
+        chosen = random.Random(seed).sample(candidates, min(count, len(candidates)))
         for profile in chosen:
             self.campaign.update_profile(profile["PKey"], {"blackListPhone": True})
         return [p["externalId"] for p in chosen]

@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 result["outcome"] = (answer.json() if answer.content else {}).get("outcome")
             except Exception as exc:  # counted and reported, never silently lost
                 result["status"] = type(exc).__name__
+                result["error"] = str(exc)[:300]
             with lock:
                 results.append(result)
 
