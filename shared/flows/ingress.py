@@ -85,6 +85,22 @@ def _read_ahead(pages: Iterator[ChangePage]) -> Iterator[ChangePage]:
             yield page
 
 
+class _PageFinisher:
+    """At most one page finishing in the background (`IngressFlow._finish_page`); `wait` answers the
+    checkpoint it saved, or the one given when none is finishing."""
+
+    def __init__(self, executor: ThreadPoolExecutor) -> None:
+        self._executor = executor
+        self._finishing: Future[Checkpoint] | None = None
+
+    def start(self, finish: Callable[[], Checkpoint]) -> None:
+        self._finishing = self._executor.submit(finish)
+
+    def wait(self, checkpoint: Checkpoint) -> Checkpoint:
+        finishing, self._finishing = self._finishing, None
+        return checkpoint if finishing is None else finishing.result()
+
+
 class PageLedgerWrites:
     """The ledger rows of a full-load page that began with an empty ledger, created together when the
     page's records are done (a Table transaction per 100 rows instead of a request per row), before its
@@ -628,7 +644,7 @@ class IngressFlow:
             self.dataverse, ctx.entity_set, select=ctx.engine.select, page_size=self.options.page_size
         )
         with ThreadPoolExecutor(_LEDGER_WRITERS, thread_name_prefix="ledger") as ledger_writers:
-            finishing: Future[Checkpoint] | None = None
+            finishing = _PageFinisher(ledger_writers)
             try:
                 while True:
                     if checkpoint.position is None and checkpoint.data.get("mode") != "replay":
@@ -644,8 +660,7 @@ class IngressFlow:
                             tasks = [self._row_task(ctx, row, mode, hints) for row in page.upserts]
                             tasks += [self._delete_task(ctx, source_id) for source_id in page.deletes]
                             complete = self._process(pool, tasks, report, deadline)
-                            if finishing is not None:
-                                checkpoint, finishing = finishing.result(), None
+                            checkpoint = finishing.wait(checkpoint)
                             if not complete:
                                 if hints.ledger_writes is not None:
                                     self._create_page_ledger(ctx, hints.ledger_writes, mode, ledger_writers)
@@ -663,13 +678,12 @@ class IngressFlow:
                             if page.delta_link or hints.ledger_writes is None:
                                 checkpoint = finish()
                             else:
-                                finishing = ledger_writers.submit(finish)
+                                finishing.start(finish)
                             if deadline.remaining() <= 0:
                                 return False
                         return True
                     except DeltaTokenExpired as exc:
-                        if finishing is not None:
-                            checkpoint, finishing = finishing.result(), None
+                        checkpoint = finishing.wait(checkpoint)
                         log_event(
                             log,
                             logging.WARNING,
@@ -682,8 +696,7 @@ class IngressFlow:
                         report.count("resyncs")
                         checkpoint = self.store.checkpoints.put(checkpoint, None, {"mode": None})
             finally:
-                if finishing is not None:
-                    finishing.result()
+                finishing.wait(checkpoint)
 
     @staticmethod
     def _hints(checkpoint: Checkpoint, mode: str, *, resumed: bool) -> LoadHints:
