@@ -349,8 +349,7 @@ class Bench:
                 [
                     "--host-url",
                     host.base_url,
-                    "--function-key",
-                    host.function_key,
+                    f"--function-key={host.function_key}",  # `=`: a key may start with "-"
                     "--changes",
                     str(changes_file),
                     "--senders",
@@ -363,7 +362,7 @@ class Bench:
                     settings,
                     self.workspace,
                     timeout=120,
-                    extra=["--webhook-url", senders.relay_url, "--function-key", host.function_key],
+                    extra=["--webhook-url", senders.relay_url, f"--function-key={host.function_key}"],
                 )
                 server.call("watch", expected={k.lower(): v for k, v in changes.items()})
                 before = server.call("stats")

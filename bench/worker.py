@@ -60,7 +60,7 @@ def run_setup(webhook_url: str | None, function_key: str | None) -> dict:
     from shared.cli import main as cli
 
     out = io.StringIO()
-    webhook = ["--webhook-url", webhook_url, "--function-key", function_key] if webhook_url else []
+    webhook = ["--webhook-url", webhook_url, f"--function-key={function_key}"] if webhook_url else []
     code = cli(["d365", "setup", *webhook], out=out)
     if code == 2:
         raise RuntimeError("d365 setup failed:\n" + out.getvalue())

@@ -231,8 +231,8 @@ class Demo:
                 "setup",
                 "--webhook-url",
                 f"{self.host_url}/api/webhook_d365",
-                "--function-key",
-                self.keys["functionKeys"]["default"],
+                # `=`: a generated key may start with "-", which argparse would take for an option
+                f"--function-key={self.keys['functionKeys']['default']}",
             ],
             out=out,
         )

@@ -18,6 +18,7 @@ from shared.flows.timeline import follow_up_task_id
 from shared.settings import load_settings
 from shared.setup.d365 import D365Setup
 from shared.store import RecordStatus
+from tests.builders.sync_config import EMAIL, LAST_NAME, contacts_mapping, sync_config
 
 ACTIVITY_TABLES = {
     "send": "acs_emailsend",
@@ -27,26 +28,13 @@ ACTIVITY_TABLES = {
 }
 
 
-def sync_config(**events) -> dict:
-    return {
-        "tables": [
-            {
-                "name": "contacts",
-                "d365_table": "contact",
-                "acs_resource": "profileAndServicesExt/profile",
-                "fields": [
-                    {"d365": "lastname", "acs": "lastName"},
-                    {"d365": "emailaddress1", "acs": "email"},
-                ],
-            }
-        ],
-        "events": events,
-    }
+def events_config(**events) -> dict:
+    return sync_config(contacts_mapping(LAST_NAME, EMAIL), events=events)
 
 
 def ready_app(stack: Stack, config: dict | None = None, **settings) -> App:
     """An app on the stack whose Dynamics has the activity tables (as after `d365 setup`)."""
-    app = App(load_settings(stack.app_settings(sync_config=config or sync_config(), **settings)))
+    app = App(load_settings(stack.app_settings(sync_config=config or events_config(), **settings)))
     D365Setup(dataverse=app.dataverse, config=app.config).run()
     return app
 
@@ -117,7 +105,7 @@ def flow_at(app: App, clock) -> EventsFlow:
 def test_ten_thousand_shuffled_events_with_repeats_become_one_activity_per_enabled_event(stack):
     app = ready_app(
         stack,
-        sync_config(send=False),
+        events_config(send=False),
         ACS_EVENTS_PAGE_LIMIT=1000,
         D365_BATCH_SIZE=500,
         D365_MAX_CONCURRENCY=8,
@@ -268,7 +256,7 @@ def test_an_expired_journal_position_is_reported_and_reading_restarts_at_the_old
 
 def test_follow_up_tasks_are_created_once_per_click_and_bounce_for_the_configured_owner(stack):
     owner = stack.dataverse.interactive_user_id
-    config = sync_config(follow_up_task_on_click=True, fix_address_task_on_bounce=True, owner_id=owner)
+    config = events_config(follow_up_task_on_click=True, fix_address_task_on_bounce=True, owner_id=owner)
     app = ready_app(stack, config)
     profiles = linked_profiles(stack, stack.dataverse.seed_contacts(5))
     events = publish(stack, profiles, 40, duplicate_rate=0.3, shuffle_seed=1)
@@ -301,7 +289,7 @@ def test_follow_up_tasks_are_created_once_per_click_and_bounce_for_the_configure
 
 
 def test_without_the_activity_tables_the_run_fails_and_says_to_run_the_setup(make_app, stack):
-    app = make_app(sync_config())
+    app = make_app(events_config())
     publish(stack, linked_profiles(stack, stack.dataverse.seed_contacts(2)), 3)
 
     report = app.events_push()
@@ -312,7 +300,7 @@ def test_without_the_activity_tables_the_run_fails_and_says_to_run_the_setup(mak
 
 
 def test_the_events_push_function_runs_the_flow_on_its_timer(function_app_env, stack):
-    app = function_app_env(sync_config(bounce=False))
+    app = function_app_env(events_config(bounce=False))
     D365Setup(dataverse=app.dataverse, config=app.config).run()
     events = publish(stack, linked_profiles(stack, stack.dataverse.seed_contacts(3)), 12)
 

@@ -17,43 +17,17 @@ from emulators.funchost import FunctionHost
 from emulators.stack import VEHICLE_MAPPING
 from shared.flows.ingress import ReplayRefused
 from shared.store import LedgerRecord, RecordStatus
+from tests.builders.sync_config import NOWHERE, filtered_contacts_mapping, sync_config
 from tests.d365.fixtures.webhook_bodies import context, entity, to_wire, wcf_date
 
-NOWHERE = "Nowhere"  # contacts in this city fall out of the filter and are deleted from Campaign
-
-CONFIG = {
-    "tables": [
-        {
-            "name": "contacts",
-            "d365_table": "contact",
-            "acs_resource": "profileAndServicesExt/profile",
-            "fields": [
-                {"d365": "firstname", "acs": "firstName"},
-                {"d365": "lastname", "acs": "lastName"},
-                {"d365": "emailaddress1", "acs": "email", "apply_updates": False},
-                {"d365": "address1_city", "acs": "location.city"},
-                {"d365": "address1_postalcode", "acs": "location.zipCode"},
-                {"d365": "gendercode", "acs": "gender", "picklist_values": "value"},
-                {"d365": "preferredcontactmethodcode", "acs": "cusPreferredChannel"},
-            ],
-            "replacements": [
-                {"field": "gendercode", "from": 1, "to": "male"},
-                {"field": "gendercode", "from": 2, "to": "female"},
-            ],
-            "filter": {
-                "combine": "or",
-                "conditions": [
-                    {"field": "address1_city", "op": "ne", "value": NOWHERE},
-                    {"field": "address1_city", "op": "null"},
-                ],
-                "delete_filtered_out": True,
-            },
-        },
-        VEHICLE_MAPPING,
-    ],
-    "optout": {"direction": "disabled"},
-}
-GENDER = {1: "male", 2: "female"}
+CONFIG = sync_config(
+    filtered_contacts_mapping(
+        {"d365": "address1_postalcode", "acs": "location.zipCode"},
+        {"d365": "preferredcontactmethodcode", "acs": "cusPreferredChannel"},
+    ),
+    VEHICLE_MAPPING,
+)
+GENDER_BY_CODE = {1: "male", 2: "female"}
 CHANNEL = {1: "Any", 2: "Email", 3: "Phone", 4: "Fax", 5: "Mail"}
 MODEL = {100000000: "Sedan", 100000001: "Hatchback", 100000002: "SUV", 100000003: "Van"}
 
@@ -71,7 +45,7 @@ def expected_profiles(dataverse, *, email_as_created: dict[str, str] | None = No
             "email": (email_as_created or {}).get(contact_id, row.get("emailaddress1") or ""),
             "city": row.get("address1_city") or "",
             "zipCode": row.get("address1_postalcode") or "",
-            "gender": GENDER.get(row.get("gendercode"), "unknown"),
+            "gender": GENDER_BY_CODE.get(row.get("gendercode"), "unknown"),
             "cusPreferredChannel": CHANNEL.get(row.get("preferredcontactmethodcode"), ""),
         }
     return expected

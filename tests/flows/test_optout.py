@@ -10,25 +10,15 @@ from azure.functions.timer import TimerRequest
 import contacts_sync
 import optout_sync
 from emulators.common import FaultConfig
+from tests.builders.sync_config import FIRST_NAME, LAST_NAME, contacts_mapping, sync_config
 
 PAIRS = [{"d365": "donotemail", "acs": "blackListEmail"}, {"d365": "donotphone", "acs": "blackListPhone"}]
 
 
 def config(direction: str) -> dict:
-    return {
-        "tables": [
-            {
-                "name": "contacts",
-                "d365_table": "contact",
-                "acs_resource": "profileAndServicesExt/profile",
-                "fields": [
-                    {"d365": "firstname", "acs": "firstName"},
-                    {"d365": "lastname", "acs": "lastName"},
-                ],
-            }
-        ],
-        "optout": {"direction": direction, "pairs": PAIRS},
-    }
+    return sync_config(
+        contacts_mapping(FIRST_NAME, LAST_NAME), optout={"direction": direction, "pairs": PAIRS}
+    )
 
 
 def run(function) -> None:

@@ -2,50 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
 
-from shared.cli import OK, main
+from shared.cli import OK
+from tests.builders.sync_config import NOWHERE, cli, filtered_contacts_mapping, sync_config
 
-NOWHERE = "Nowhere"  # contacts in this city are outside the filter and deleted from Campaign on exit
-
-CONFIG = {
-    "tables": [
-        {
-            "name": "contacts",
-            "d365_table": "contact",
-            "acs_resource": "profileAndServicesExt/profile",
-            "fields": [
-                {"d365": "firstname", "acs": "firstName"},
-                {"d365": "lastname", "acs": "lastName"},
-                {"d365": "emailaddress1", "acs": "email", "apply_updates": False},
-                {"d365": "address1_city", "acs": "location.city"},
-                {"d365": "gendercode", "acs": "gender", "picklist_values": "value"},
-            ],
-            "replacements": [
-                {"field": "gendercode", "from": 1, "to": "male"},
-                {"field": "gendercode", "from": 2, "to": "female"},
-            ],
-            "filter": {
-                "combine": "or",
-                "conditions": [
-                    {"field": "address1_city", "op": "ne", "value": NOWHERE},
-                    {"field": "address1_city", "op": "null"},
-                ],
-                "delete_filtered_out": True,
-            },
-        }
-    ],
-    "optout": {"direction": "disabled"},
-}
-
-
-def cli(app, *argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(list(argv), app=app, out=out)
-    return code, out.getvalue()
+CONFIG = sync_config(filtered_contacts_mapping())
 
 
 def durable_state(app) -> tuple[dict, list]:

@@ -3,33 +3,18 @@ contact exists, `deadletters retry` delivers them and clears the letters."""
 
 from __future__ import annotations
 
-import io
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 from emulators.campaign.seed import build_events
-from shared.cli import OK, WARNINGS, main
+from shared.cli import OK, WARNINGS
 from shared.flows.events import PARKED, EventsFlow
 from shared.setup.d365 import D365Setup
+from tests.builders.sync_config import LAST_NAME, cli, contacts_mapping, sync_config
 
-CONFIG = {
-    "tables": [
-        {
-            "name": "contacts",
-            "d365_table": "contact",
-            "acs_resource": "profileAndServicesExt/profile",
-            "fields": [{"d365": "lastname", "acs": "lastName"}],
-        }
-    ],
-}
+CONFIG = sync_config(contacts_mapping(LAST_NAME))
 ACTIVITY_TABLES = ("acs_emailsend", "acs_emailopen", "acs_emailclick", "acs_emailbounce")
-
-
-def cli(app, *argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(list(argv), app=app, out=out)
-    return code, out.getvalue()
 
 
 class Clock:

@@ -2,30 +2,10 @@
 
 from __future__ import annotations
 
-import io
+from shared.cli import FAILED, OK
+from tests.builders.sync_config import EMAIL_AS_CREATED, FIRST_NAME, cli, contacts_mapping, sync_config
 
-from shared.cli import FAILED, OK, main
-
-CONFIG = {
-    "tables": [
-        {
-            "name": "contacts",
-            "d365_table": "contact",
-            "acs_resource": "profileAndServicesExt/profile",
-            "fields": [
-                {"d365": "firstname", "acs": "firstName"},
-                {"d365": "emailaddress1", "acs": "email", "apply_updates": False},
-            ],
-        }
-    ],
-    "optout": {"direction": "disabled"},
-}
-
-
-def cli(app, *argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(list(argv), app=app, out=out)
-    return code, out.getvalue()
+CONFIG = sync_config(contacts_mapping(FIRST_NAME, EMAIL_AS_CREATED))
 
 
 def test_replay_rewrites_every_field_of_every_row_on_the_next_run(stack, make_app):

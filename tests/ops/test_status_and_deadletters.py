@@ -4,7 +4,6 @@ and the ledger must agree; `deadletters retry` clears the dead letters once the 
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from datetime import UTC, datetime
@@ -14,31 +13,12 @@ import requests
 
 from emulators.common import FaultConfig
 from emulators.funchost import FunctionHost
-from shared.cli import OK, WARNINGS, main
+from shared.cli import OK, WARNINGS
 from shared.store import RecordStatus
+from tests.builders.sync_config import EMAIL, FIRST_NAME, LAST_NAME, cli, contacts_mapping, sync_config
 from tests.d365.fixtures.webhook_bodies import context, entity, to_wire, wcf_date
 
-CONFIG = {
-    "tables": [
-        {
-            "name": "contacts",
-            "d365_table": "contact",
-            "acs_resource": "profileAndServicesExt/profile",
-            "fields": [
-                {"d365": "firstname", "acs": "firstName"},
-                {"d365": "lastname", "acs": "lastName"},
-                {"d365": "emailaddress1", "acs": "email"},
-            ],
-        }
-    ],
-    "optout": {"direction": "disabled"},
-}
-
-
-def cli(app, *argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(list(argv), app=app, out=out)
-    return code, out.getvalue()
+CONFIG = sync_config(contacts_mapping(FIRST_NAME, LAST_NAME, EMAIL))
 
 
 @pytest.fixture

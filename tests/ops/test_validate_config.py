@@ -8,23 +8,16 @@ from shared.app import get_app
 from shared.cli import FAILED, OK, main
 from shared.settings import get_settings
 from shared.setup.d365 import D365Setup
+from tests.builders.sync_config import CITY, EMAIL, FIRST_NAME, GENDER, GENDER_LABELS, cli, contacts_mapping
 
-CONTACTS = {
-    "name": "contacts",
-    "d365_table": "contact",
-    "acs_resource": "profileAndServicesExt/profile",
-    "fields": [
-        {"d365": "firstname", "acs": "firstName"},
-        {"d365": "emailaddress1", "acs": "email"},
-        {"d365": "birthdate", "acs": "birthDate", "type": "Date"},
-        {"d365": "address1_city", "acs": "location.city"},
-        {"d365": "gendercode", "acs": "gender", "picklist_values": "value"},
-    ],
-    "replacements": [
-        {"field": "gendercode", "from": 1, "to": "male"},
-        {"field": "gendercode", "from": 2, "to": "female"},
-    ],
-}
+CONTACTS = contacts_mapping(
+    FIRST_NAME,
+    EMAIL,
+    {"d365": "birthdate", "acs": "birthDate", "type": "Date"},
+    CITY,
+    GENDER,
+    replacements=GENDER_LABELS,
+)
 VEHICLES = {
     "name": "vehicles",
     "d365_table": "cr123_vehicle",
@@ -39,9 +32,8 @@ OPTOUT = {"direction": "bidirectional", "pairs": [{"d365": "donotemail", "acs": 
 
 
 def validate(app) -> tuple[int, list[str]]:
-    out = io.StringIO()
-    code = main(["validate-config"], app=app, out=out)
-    return code, out.getvalue().splitlines()
+    code, output = cli(app, "validate-config")
+    return code, output.splitlines()
 
 
 def test_a_complete_set_up_passes_every_check(stack, make_app):
