@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from bench.processes import ProcessError, Workspace, end_all, set_lane_niceness
-from bench.report import machine, notes, save, text_table, update_readme
+from bench.report import machine, notes, save, text_table, update_readmes
 from bench.scenarios import Bench, Options
 from emulators.azurite import AzuriteError
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     document = save(figures, settings, wall_seconds=seconds)
     if not failure:
-        update_readme(document, figures, options.lines())
+        update_readmes(document, figures, options.lines())
     print()
     print(f"Benchmark, {document['date']}, {document['machine']}")
     print(text_table(figures))

@@ -1,4 +1,4 @@
-"""Figures, their goals and the printed table; `bench/results/latest.json` and the README's table."""
+"""Figures, their goals and the printed table; `bench/results/latest.json` and the READMEs' tables."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parent / "README.md"
+PROJECT_README = Path(__file__).resolve().parents[1] / "README.md"
 _TABLE_START, _TABLE_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+_SUMMARY_START, _SUMMARY_END = "<!-- bench-summary:start -->", "<!-- bench-summary:end -->"
 _SYMBOLS = {">=": "≥", "<=": "≤", "==": "="}
 
 
@@ -132,19 +134,37 @@ def save(figures: list[Figure], settings: dict[str, Any], *, wall_seconds: float
     return document
 
 
-def update_readme(document: dict[str, Any], figures: list[Figure], settings_lines: list[str]) -> None:
-    """Replace the table between the README's markers with this run's (date, machine, settings, notes)."""
-    if not README.exists():
+def _replace_block(readme: Path, start: str, end: str, lines: list[str]) -> None:
+    """Replace what stands between the markers `start` and `end` in `readme`, if it has both."""
+    text = readme.read_text() if readme.exists() else ""
+    if start not in text or end not in text:
         return
-    text, settings = README.read_text(), document["settings"]
-    if _TABLE_START not in text or _TABLE_END not in text:
-        return
-    block = "\n".join(
+    head, tail = text.index(start), text.index(end) + len(end)
+    readme.write_text(text[:head] + "\n".join([start, *lines, end]) + text[tail:])
+
+
+def update_readmes(
+    document: dict[str, Any],
+    figures: list[Figure],
+    settings_lines: list[str],
+    *,
+    bench_readme: Path = README,
+    project_readme: Path = PROJECT_README,
+) -> None:
+    """This run in the READMEs: every figure, the settings and the notes in `bench/README.md`; the
+    figures that have a goal, and any goal missed with its reason, in the project's README."""
+    settings = document["settings"]
+    latest = (
+        f"Latest run: {document['date']} on {document['machine']}; `python -m bench` took "
+        f"{document['wall_seconds'] / 60:.1f} min (load average {settings['load_average_at_start']} at "
+        f"the start, {settings['load_average_at_end']} at the end)."
+    )
+    _replace_block(
+        bench_readme,
+        _TABLE_START,
+        _TABLE_END,
         [
-            _TABLE_START,
-            f"Latest run: {document['date']} on {document['machine']}; `python -m bench` took "
-            f"{document['wall_seconds'] / 60:.1f} min (load average {settings['load_average_at_start']} at "
-            f"the start, {settings['load_average_at_end']} at the end).",
+            latest,
             "",
             "Settings:",
             "",
@@ -153,8 +173,13 @@ def update_readme(document: dict[str, Any], figures: list[Figure], settings_line
             markdown_table(figures),
             "",
             *([f"- {line}" for line in notes(figures)] or ["- every goal met"]),
-            _TABLE_END,
-        ]
+        ],
     )
-    start, end = text.index(_TABLE_START), text.index(_TABLE_END) + len(_TABLE_END)
-    README.write_text(text[:start] + block + text[end:])
+    with_goals = [f for f in figures if f.goal]
+    missed = [f"- MISSED {f.scenario} {f.name}: {f.note}" for f in with_goals if f.met is False]
+    _replace_block(
+        project_readme,
+        _SUMMARY_START,
+        _SUMMARY_END,
+        [latest, "", markdown_table(with_goals), "", *(missed or ["Every goal met."])],
+    )

@@ -15,6 +15,7 @@ import random
 import threading
 import time
 import urllib.request
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -147,15 +148,44 @@ def retry_policy(policy: RetryPolicy) -> Iterator[None]:
         _retry_override.reset(token)
 
 
+class FairSlots:
+    """A bounded semaphore that serves waiting threads first come, first served. `threading.Semaphore`
+    lets a thread that comes later take a freed slot before a woken waiter does, so a request back from
+    a Retry-After could wait behind thousands of newer ones; here a freed slot goes to the oldest waiter."""
+
+    def __init__(self, size: int) -> None:
+        self._lock = threading.Lock()
+        self._free = self._size = size
+        self._waiters: deque[threading.Event] = deque()
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._free and not self._waiters:
+                self._free -= 1
+                return
+            handed_over = threading.Event()
+            self._waiters.append(handed_over)
+        handed_over.wait()
+
+    def release(self) -> None:
+        with self._lock:
+            if self._waiters:
+                self._waiters.popleft().set()  # the slot passes to the oldest waiter, never freed
+            elif self._free == self._size:
+                raise ValueError("FairSlots released more often than acquired")
+            else:
+                self._free += 1
+
+
 class RateLimiter:
-    """Caps requests per second (token bucket) and requests in flight (semaphore), across threads."""
+    """Caps requests per second (evenly paced) and requests in flight (`FairSlots`), across threads."""
 
     def __init__(self, *, requests_per_second: float | None = None, max_concurrency: int = 8) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.requests_per_second = requests_per_second
         self.max_concurrency = max_concurrency
-        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._slots = FairSlots(max_concurrency)
         self._lock = threading.Lock()
         self._next_free = time.monotonic()
         self._in_flight = 0

@@ -1,6 +1,7 @@
 """ApiPipeline against a tiny local server: Retry-After, safe resends, token refresh, limiter, errors."""
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ from shared.errors import (
     ThrottledError,
     TransientError,
 )
-from shared.http import ApiPipeline, RateLimiter, RetryPolicy
+from shared.http import ApiPipeline, FairSlots, RateLimiter, RetryPolicy
 from tests.builders.tokens import CountingTokens
 
 
@@ -165,6 +166,42 @@ def test_the_limiter_never_exceeds_max_concurrency(server, sleeps):
     assert statuses == [200] * 24
     assert 1 <= server.limit.peak_in_flight <= 3
     assert pipeline.limiter.peak_in_flight <= 3
+
+
+def wait_until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def test_freed_slots_go_to_the_waiting_threads_in_arrival_order_never_to_a_newcomer():
+    slots = FairSlots(1)
+    slots.acquire()
+    order: list[str] = []
+
+    def take(name: str) -> None:
+        slots.acquire()
+        order.append(name)
+
+    def start(name: str, waiting: int) -> None:
+        threading.Thread(target=take, args=(name,), daemon=True).start()
+        wait_until(lambda: len(slots._waiters) == waiting)
+
+    for waiting, name in enumerate(("back from a Retry-After", "second", "third"), start=1):
+        start(name, waiting)
+
+    slots.release()  # handed to the oldest waiter: a thread arriving now queues behind the others
+    start("newcomer", 3)
+    for taken in range(1, 4):
+        wait_until(lambda taken=taken: len(order) == taken)
+        slots.release()
+    wait_until(lambda: len(order) == 4)
+
+    assert order == ["back from a Retry-After", "second", "third", "newcomer"]
+    slots.release()
+    with pytest.raises(ValueError, match="released more often than acquired"):
+        slots.release()
 
 
 @pytest.mark.parametrize(

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 FLOW = "contacts_sync"
 REPLAY_FLOW = "replay"  # checkpoint rows (REPLAY_FLOW, mapping) are replay requests
 _LEDGER_RACE_ATTEMPTS = 3
-_LEDGER_WRITERS = 4  # threads creating a full-load page's ledger rows, one partition's transactions each
+_PAGES_IN_FLIGHT = 2  # a full read puts a page's records on the pool while the previous page finishes
 
 
 @dataclass(frozen=True)
@@ -74,31 +74,49 @@ class ReplayRefused(ValueError):
     pass
 
 
-def _read_ahead(pages: Iterator[ChangePage]) -> Iterator[ChangePage]:
-    """Yield `pages`, reading the next one from Dataverse while the caller works on this one (two pages
-    in memory at most), so that Campaign writes do not pause at every page boundary."""
-    context = contextvars.copy_context()  # the run's correlation id, for the reads' log lines
-    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader:
-        upcoming = reader.submit(context.run, next, pages, None)
-        while (page := upcoming.result()) is not None:
-            upcoming = reader.submit(context.run, next, pages, None)
+class PageReadAhead:
+    """Change-tracking pages, the next one read from Dataverse in the background once `read_next` is
+    called, so that Campaign writes do not wait for Dataverse at a page boundary. The caller calls it once
+    the page before the current one is settled: two pages in memory at most."""
+
+    def __init__(self, pages: Iterator[ChangePage], reader: ThreadPoolExecutor) -> None:
+        self._pages = pages
+        self._reader = reader
+        self._context = contextvars.copy_context()  # the run's correlation id, for the reads' log lines
+        self._upcoming: Future[ChangePage | None] | None = None
+
+    def read_next(self) -> Future[ChangePage | None]:
+        if self._upcoming is None:
+            self._upcoming = self._reader.submit(self._context.run, next, self._pages, None)
+        return self._upcoming
+
+    def __iter__(self) -> Iterator[ChangePage]:
+        while (page := self.read_next().result()) is not None:
+            self._upcoming = None
             yield page
 
 
-class _PageFinisher:
-    """At most one page finishing in the background (`IngressFlow._finish_page`); `wait` answers the
-    checkpoint it saved, or the one given when none is finishing."""
+class PagesInOrder:
+    """The pages of one change-tracking read, settled in page order (`settle_page` answers the checkpoint
+    saved after a page): a page held in flight is settled before the next one is."""
 
-    def __init__(self, executor: ThreadPoolExecutor) -> None:
-        self._executor = executor
-        self._finishing: Future[Checkpoint] | None = None
+    def __init__(self, settle_page: Callable[[PageInFlight, Checkpoint], Checkpoint], checkpoint: Checkpoint):
+        self.checkpoint = checkpoint
+        self._settle_page = settle_page
+        self._held: PageInFlight | None = None
 
-    def start(self, finish: Callable[[], Checkpoint]) -> None:
-        self._finishing = self._executor.submit(finish)
+    def settle_held(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            self.checkpoint = self._settle_page(held, self.checkpoint)
 
-    def wait(self, checkpoint: Checkpoint) -> Checkpoint:
-        finishing, self._finishing = self._finishing, None
-        return checkpoint if finishing is None else finishing.result()
+    def hold(self, page: PageInFlight) -> None:
+        self.settle_held()
+        self._held = page
+
+    def settle(self, page: PageInFlight) -> None:
+        self.settle_held()
+        self.checkpoint = self._settle_page(page, self.checkpoint)
 
 
 class PageLedgerWrites:
@@ -131,6 +149,18 @@ class LoadHints:
     campaign_empty: bool = False
     ledger_empty: bool = False
     ledger_writes: PageLedgerWrites | None = None
+
+
+@dataclass
+class PageInFlight:
+    """A page whose record tasks are on the pool. `complete` is False when the time budget stopped their
+    submission part-way. Only what finishing the page needs is kept, not its rows."""
+
+    checkpoint: str | None
+    delta_link: str | None
+    hints: LoadHints
+    futures: list[Future[str]]
+    complete: bool
 
 
 def _already_applied(entry: LedgerRecord | None, version: int | None, operation_id: str | None) -> str | None:
@@ -560,6 +590,24 @@ class IngressFlow:
         )
         return report
 
+    @staticmethod
+    def _submit(
+        pool: ThreadPoolExecutor, tasks: Iterable[Callable[[], str]], deadline: Deadline
+    ) -> tuple[list[Future[str]], bool]:
+        """Put record tasks on the pool, stopping when the deadline passes; True if all were put."""
+        futures = []
+        for task in tasks:
+            if deadline.passed():
+                return futures, False
+            futures.append(pool.submit(contextvars.copy_context().run, task))
+        return futures, True
+
+    @staticmethod
+    def _count(futures: list[Future[str]], report: RunReport) -> None:
+        """Wait for record tasks and count their outcomes."""
+        for name, n in Counter(f.result() for f in futures).items():
+            report.count(name, n)
+
     def _process(
         self,
         pool: ThreadPoolExecutor,
@@ -568,16 +616,8 @@ class IngressFlow:
         deadline: Deadline,
     ) -> bool:
         """Run record tasks on the pool; stop submitting when the deadline passes. True if all ran."""
-        futures = []
-        complete = True
-        for task in tasks:
-            if deadline.passed():
-                complete = False
-                break
-            futures.append(pool.submit(contextvars.copy_context().run, task))
-        counts = Counter(f.result() for f in futures)
-        for name, n in counts.items():
-            report.count(name, n)
+        futures, complete = self._submit(pool, tasks, deadline)
+        self._count(futures, report)
         return complete
 
     def resync(
@@ -636,67 +676,70 @@ class IngressFlow:
     ) -> bool:
         """Process change-tracking pages from the checkpoint; False when the time budget ran out.
 
-        A full-load page's ledger rows and checkpoint are written in the background while the next page
-        is read and its records are written to Campaign (`_finish_page`); checkpoints stay in page order
-        because each page waits for the previous page's to be saved before saving its own."""
+        In a full read (initial load, replay) every row comes once, so a page's records go on the pool
+        before the previous page's last ones are done: the pool never drains at a page boundary (a
+        record waiting out a Retry-After would hold up the whole next page). Pages are settled in order:
+        a page's ledger rows and checkpoint are written once all its records are done and the previous
+        page is settled. Delta pages are settled one at a time: they are few, and a page's deletes must
+        not overtake an earlier page's write of the same row.
+        """
         checkpoint = self._start_state(ctx)
         reader = ChangeTrackingReader(
             self.dataverse, ctx.entity_set, select=ctx.engine.select, page_size=self.options.page_size
         )
-        with ThreadPoolExecutor(_LEDGER_WRITERS, thread_name_prefix="ledger") as ledger_writers:
-            finishing = _PageFinisher(ledger_writers)
-            try:
-                while True:
-                    if checkpoint.position is None and checkpoint.data.get("mode") != "replay":
-                        checkpoint = self.store.checkpoints.put(
-                            checkpoint, None, {"mode": "initial", **self._emptiness(ctx)}
-                        )
-                    mode = checkpoint.data.get("mode") or "delta"
-                    resumed = checkpoint.position is not None
-                    try:
-                        for page in _read_ahead(reader.iter_pages(checkpoint.position)):
-                            hints = self._hints(checkpoint, mode, resumed=resumed)
-                            resumed = False
-                            tasks = [self._row_task(ctx, row, mode, hints) for row in page.upserts]
-                            tasks += [self._delete_task(ctx, source_id) for source_id in page.deletes]
-                            complete = self._process(pool, tasks, report, deadline)
-                            checkpoint = finishing.wait(checkpoint)
-                            if not complete:
-                                if hints.ledger_writes is not None:
-                                    self._create_page_ledger(ctx, hints.ledger_writes, mode, ledger_writers)
-                                return False  # the page is redone next run; its done records are no-ops
-                            report.count("pages")
-                            finish = functools.partial(
-                                self._finish_page,
-                                ctx,
-                                page,
-                                mode,
-                                checkpoint,
-                                hints.ledger_writes,
-                                ledger_writers,
-                            )
-                            if page.delta_link or hints.ledger_writes is None:
-                                checkpoint = finish()
-                            else:
-                                finishing.start(finish)
-                            if deadline.remaining() <= 0:
-                                return False
-                        return True
-                    except DeltaTokenExpired as exc:
-                        checkpoint = finishing.wait(checkpoint)
-                        log_event(
-                            log,
-                            logging.WARNING,
-                            "ingress.delta_token_expired",
-                            mapping=ctx.mapping.name,
-                            action="full resync",
-                            error=str(exc),
-                        )
-                        report.notes.append(f"{ctx.mapping.name}: delta token expired; full resync started")
-                        report.count("resyncs")
-                        checkpoint = self.store.checkpoints.put(checkpoint, None, {"mode": None})
-            finally:
-                finishing.wait(checkpoint)
+        with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as page_reader:
+            while True:
+                if checkpoint.position is None and checkpoint.data.get("mode") != "replay":
+                    checkpoint = self.store.checkpoints.put(
+                        checkpoint, None, {"mode": "initial", **self._emptiness(ctx)}
+                    )
+                mode = checkpoint.data.get("mode") or "delta"
+                overlap = mode in ("initial", "replay")
+                # After a resume, as many pages as can be in flight at once may be half done.
+                half_done = (_PAGES_IN_FLIGHT if overlap else 1) if checkpoint.position is not None else 0
+                settle = functools.partial(self._settle_page, ctx, mode, report)
+                pages_in_order = PagesInOrder(settle, checkpoint)
+                try:
+                    pages = PageReadAhead(reader.iter_pages(checkpoint.position), page_reader)
+                    for page in pages:
+                        hints = self._hints(checkpoint, mode, resumed=half_done > 0)
+                        half_done -= 1
+                        tasks = [self._row_task(ctx, row, mode, hints) for row in page.upserts]
+                        tasks += [self._delete_task(ctx, source_id) for source_id in page.deletes]
+                        futures, complete = self._submit(pool, tasks, deadline)
+                        current = PageInFlight(page.checkpoint, page.delta_link, hints, futures, complete)
+                        pages_in_order.settle_held()
+                        pages.read_next()
+                        if not current.complete:
+                            self._count(current.futures, report)
+                            if hints.ledger_writes is not None:
+                                self._create_page_ledger(ctx, hints.ledger_writes, mode)
+                            return False  # the page is redone next run; its done records are no-ops
+                        if overlap and not current.delta_link:
+                            pages_in_order.hold(current)
+                        else:
+                            pages_in_order.settle(current)
+                        if deadline.remaining() <= 0:
+                            return False
+                    return True
+                except DeltaTokenExpired as exc:
+                    log_event(
+                        log,
+                        logging.WARNING,
+                        "ingress.delta_token_expired",
+                        mapping=ctx.mapping.name,
+                        action="full resync",
+                        error=str(exc),
+                    )
+                    report.notes.append(f"{ctx.mapping.name}: delta token expired; full resync started")
+                    report.count("resyncs")
+                    pages_in_order.settle_held()
+                    pages_in_order.checkpoint = self.store.checkpoints.put(
+                        pages_in_order.checkpoint, None, {"mode": None}
+                    )
+                finally:
+                    pages_in_order.settle_held()  # a held page whose records are done is not redone
+                checkpoint = pages_in_order.checkpoint
 
     @staticmethod
     def _hints(checkpoint: Checkpoint, mode: str, *, resumed: bool) -> LoadHints:
@@ -710,19 +753,20 @@ class IngressFlow:
             ledger_writes=PageLedgerWrites() if ledger_empty else None,
         )
 
-    def _finish_page(
+    def _settle_page(
         self,
         ctx: MappingContext,
-        page: ChangePage,
         mode: str,
+        report: RunReport,
+        page: PageInFlight,
         checkpoint: Checkpoint,
-        ledger_writes: PageLedgerWrites | None,
-        ledger_writers: ThreadPoolExecutor,
     ) -> Checkpoint:
-        """Save the position after a page whose records are all done (and the mode after the last), once
-        the ledger rows the page collected are created."""
-        if ledger_writes is not None:
-            self._create_page_ledger(ctx, ledger_writes, mode, ledger_writers)
+        """Once a page's records are all done: create the ledger rows it collected, then save the position
+        after it (and the mode after the last page)."""
+        self._count(page.futures, report)
+        report.count("pages")
+        if page.hints.ledger_writes is not None:
+            self._create_page_ledger(ctx, page.hints.ledger_writes, mode)
         data: dict[str, Any] = {}
         if page.delta_link:
             data = {"mode": "delta", "campaign_empty": False, "ledger_empty": False}
@@ -731,14 +775,12 @@ class IngressFlow:
                 self._finish_replay(ctx)
         return self.store.checkpoints.put(checkpoint, page.checkpoint, data)
 
-    def _create_page_ledger(
-        self, ctx: MappingContext, writes: PageLedgerWrites, mode: str, writers: ThreadPoolExecutor
-    ) -> None:
-        """Create the ledger rows a page collected, partitions in parallel; a row another writer (a
-        webhook) created meanwhile is decided again, as `sync_row` does after a conflict."""
+    def _create_page_ledger(self, ctx: MappingContext, writes: PageLedgerWrites, mode: str) -> None:
+        """Create the ledger rows a page collected; a row another writer (a webhook) created meanwhile is
+        decided again, as `sync_row` does after a conflict."""
         pending = {record.source_id: (record, row, outcome) for record, row, outcome in writes.take()}
         records = [record for record, _, _ in pending.values()]
-        for existing in self.store.ledger.create_many(records, executor=writers):
+        for existing in self.store.ledger.create_many(records):
             _, row, outcome = pending[existing.source_id]
             if outcome == "created":
                 self._undo_duplicate_create(ctx, existing.source_id, existing.target_key)

@@ -11,7 +11,6 @@ import json
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -158,17 +157,16 @@ class RecordLedger:
             ) from exc
         return record.evolve(etag=metadata["etag"], updated_at=entity["updated_at"])
 
-    def create_many(
-        self, records: Iterable[LedgerRecord], *, executor: Executor | None = None
-    ) -> list[LedgerRecord]:
+    def create_many(self, records: Iterable[LedgerRecord]) -> list[LedgerRecord]:
         """Create rows that should not exist yet, in transactions of up to 100 rows of one partition
-        (one request instead of one per row; partitions in parallel on `executor`). Answers the records
-        whose row existed already (another writer was first): those rows are left as they were."""
+        (one request instead of one per row). Answers the records whose row existed already (another
+        writer was first): those rows are left as they were. One partition after the other: a
+        transaction's multipart body is built and parsed in Python, CPU that parallel writers would take
+        from the threads writing to Campaign."""
         by_partition: dict[str, list[LedgerRecord]] = defaultdict(list)
         for record in records:
             by_partition[partition_key(record.mapping, record.source_id)].append(record)
-        mapper = executor.map if executor is not None else map
-        return [r for existing in mapper(self._create_partition, by_partition.values()) for r in existing]
+        return [r for chunk in by_partition.values() for r in self._create_partition(chunk)]
 
     def _create_partition(self, records: list[LedgerRecord]) -> list[LedgerRecord]:
         existing: list[LedgerRecord] = []

@@ -197,6 +197,53 @@ def test_a_crash_mid_initial_load_resumes_from_the_last_page_without_duplicates(
     assert calls["update"] <= 250
 
 
+class StuckThenCrash:
+    """Wraps the Campaign client: create number `stuck` hangs while `more` later creates are made (the
+    next page's among them: two pages are in flight in a full load), then the process dies."""
+
+    def __init__(self, client, stuck: int, more: int) -> None:
+        self._client, self._stuck, self._more = client, stuck, more
+        self._lock, self._calls, self._done_after = threading.Lock(), 0, 0
+        self._enough = threading.Event()
+
+    def create(self, resource, body):
+        with self._lock:
+            self._calls += 1
+            call = self._calls
+        if call == self._stuck:
+            assert self._enough.wait(timeout=60), "the later creates did not come"
+            raise CrashAfter.Killed()
+        if call > self._stuck + self._more:
+            raise CrashAfter.Killed()
+        created = self._client.create(resource, body)
+        if call > self._stuck:
+            with self._lock:
+                self._done_after += 1
+                if self._done_after == self._more:
+                    self._enough.set()
+        return created
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_a_crash_with_two_pages_in_flight_creates_no_profile_twice_on_resume(stack, function_app_env):
+    stack.dataverse.seed_contacts(3000, seed=13)
+    app = function_app_env(CONFIG, D365_PAGE_SIZE="500")
+    # A record of page 3 hangs while 700 more are created: the rest of page 3 and part of page 4.
+    app.ingress.campaign = StuckThenCrash(app.campaign, stuck=1001, more=700)
+    with pytest.raises(CrashAfter.Killed):
+        app.ingress.run()
+    assert stack.campaign.engine_calls["insert"] == 1700
+
+    app.ingress.campaign = app.campaign
+    stack.campaign.reset_counters()
+    app.ingress.run()
+
+    assert_campaign_matches(stack)
+    assert stack.campaign.engine_calls["insert"] == 3000 - 1700  # both half-done pages were looked up
+
+
 class WebhookWritesFirst:
     """Wraps the Campaign client: right after the load creates one chosen contact's profile, a webhook
     for that contact (which found the profile by key) records it in the ledger before the load does."""
