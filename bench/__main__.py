@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from bench.processes import ProcessError, Workspace, end_all, set_lane_niceness
+from bench.processes import ProcessError, Workspace, end_all, run_in_background
 from bench.report import machine, notes, save, text_table, update_readmes
 from bench.scenarios import Bench, Options
 from emulators.azurite import AzuriteError
@@ -27,18 +27,19 @@ from emulators.azurite import AzuriteError
 @dataclass(frozen=True)
 class Lane:
     name: str
-    niceness: int
+    background: bool
     stacks: tuple[str, ...]
 
 
 # Three lanes side by side, each a thread of this driver running its stacks in turn. Lane "main" holds the
-# figures about speed (1, 3, 4) and runs at normal priority; the others are niced, so they take the CPU
-# it leaves. Their figures (correctness, memory, rates against their own limits) do not depend on speed,
-# except the events rate, which is measured against its limit and says so.
+# figures about speed (1, 3, 4) and runs at normal priority; the others run in the background
+# (SCHED_IDLE), so they take the CPU it leaves. Their figures (correctness, memory, rates against their
+# own limits) do not depend on speed, except the events rate, which is measured against its limit and
+# says so.
 LANES = (
-    Lane("main", 0, ("main_stack",)),
-    Lane("faults", 19, ("resilience",)),
-    Lane("others", 19, ("events", "small_stack", "baseline_and_optout")),
+    Lane("main", False, ("main_stack",)),
+    Lane("faults", True, ("resilience",)),
+    Lane("others", True, ("events", "small_stack", "baseline_and_optout")),
 )
 
 
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
 
     def run_lane(lane: Lane) -> None:
-        set_lane_niceness(lane.niceness)
+        if lane.background:
+            run_in_background()
         bench = Bench(
             options,
             workspace.lane(lane.name),

@@ -30,25 +30,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-# The benchmark runs its stacks in lanes (threads of the driver); a lane's processes get its niceness, so
-# the lane whose figures are about speed keeps the CPU it needs. Every live process group is noted, so
-# an interrupted benchmark can stop them all from the main thread.
-_lane = threading.local()
+# The benchmark runs its stacks in lanes (threads of the driver). A background lane's thread runs under
+# SCHED_IDLE, and so does every thread and process it starts (they inherit the policy): they take only
+# the CPU the main lane leaves, and a main-lane process that wakes up gets a core from them at once (a
+# task at niceness 19 keeps its core to the end of its time slice, which delays every wake-up of the
+# main lane's I/O threads). Every live process group is noted, so an interrupted benchmark can stop
+# them all from the main thread.
 _live_groups: set[int] = set()
 
 
-def lane_niceness() -> int:
-    return getattr(_lane, "niceness", 0)
-
-
-def set_lane_niceness(niceness: int) -> None:
-    _lane.niceness = niceness
+def run_in_background() -> None:
+    """From now on, the calling thread and everything it starts run only on otherwise idle CPU."""
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def adopt(pid: int) -> None:
-    """Give a process the calling lane's niceness and note its group for `end_all`."""
-    if lane_niceness():
-        os.setpriority(os.PRIO_PROCESS, pid, lane_niceness())
+    """Note a process's group (each process starts a session of its own) for `end_all`."""
     _live_groups.add(pid)
 
 

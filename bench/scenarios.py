@@ -452,7 +452,7 @@ class Bench:
                 time.sleep(0.5)
                 samples.append((time.monotonic() - started, written()))
 
-        # The run in this thread, so that its process gets the lane's niceness; the sampling beside it.
+        # The run in this thread, so that its process runs in the lane's background; the sampling beside it.
         with ThreadPoolExecutor(1) as pool:
             sampler = pool.submit(sample)
             try:
