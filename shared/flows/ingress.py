@@ -153,14 +153,13 @@ class LoadHints:
 
 @dataclass
 class PageInFlight:
-    """A page whose record tasks are on the pool. `complete` is False when the time budget stopped their
-    submission part-way. Only what finishing the page needs is kept, not its rows."""
+    """A page whose record tasks are on the pool. Only what finishing the page needs is kept, not its
+    rows."""
 
     checkpoint: str | None
     delta_link: str | None
     hints: LoadHints
     futures: list[Future[str]]
-    complete: bool
 
 
 def _already_applied(entry: LedgerRecord | None, version: int | None, operation_id: str | None) -> str | None:
@@ -707,11 +706,11 @@ class IngressFlow:
                         tasks = [self._row_task(ctx, row, mode, hints) for row in page.upserts]
                         tasks += [self._delete_task(ctx, source_id) for source_id in page.deletes]
                         futures, complete = self._submit(pool, tasks, deadline)
-                        current = PageInFlight(page.checkpoint, page.delta_link, hints, futures, complete)
+                        current = PageInFlight(page.checkpoint, page.delta_link, hints, futures)
                         pages_in_order.settle_held()
                         pages.read_next()
-                        if not current.complete:
-                            self._count(current.futures, report)
+                        if not complete:  # the time budget stopped the submission part-way
+                            self._count(futures, report)
                             if hints.ledger_writes is not None:
                                 self._create_page_ledger(ctx, hints.ledger_writes, mode)
                             return False  # the page is redone next run; its done records are no-ops
