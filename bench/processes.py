@@ -11,17 +11,15 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-class ProcessError(RuntimeError):
-    pass
+from emulators import processes as hosts
+from emulators.processes import ProcessError, end, spawn
+from emulators.processes import first_json_line as _first_line
+from emulators.processes import tail as _tail
 
 
 def cpu_seconds(pid: int) -> float:
@@ -57,40 +55,12 @@ def end_all() -> None:
 
 
 def _spawn(args: list[str], log: Path, **options: Any) -> subprocess.Popen:
-    with log.open("a") as stderr:  # the child keeps its own copy of the descriptor
-        process = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            start_new_session=True,
-            **options,
-        )
-    adopt(process.pid)
-    return process
+    return spawn(args, log, on_start=adopt, **options)
 
 
 def _end(process: subprocess.Popen, timeout: float = 10) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    end(process, timeout)
     _live_groups.discard(process.pid)
-
-
-def _first_line(process: subprocess.Popen, log: Path, what: str) -> dict[str, Any]:
-    line = process.stdout.readline()
-    if not line:
-        raise ProcessError(f"{what} did not start; last lines of {log}:\n{_tail(log)}")
-    return json.loads(line)
-
-
-def _tail(log: Path, lines: int = 15) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
 
 
 class Workspace:
@@ -172,45 +142,14 @@ def run_worker(
     return json.loads(lines[-1])
 
 
-class HostProcess:
-    """The local functions host (what `func start` does), timers off: webhooks only."""
+class HostProcess(hosts.HostProcess):
+    """The local functions host, timers off (webhooks only), its files in the lane's workspace."""
 
     def __init__(self, settings: dict[str, str], workspace: Workspace) -> None:
-        settings_file = workspace.file(
-            "local.settings.json",
-            {"IsEncrypted": False, "Values": {"FUNCTIONS_WORKER_RUNTIME": "python", **settings}},
-        )
-        self.keys = {"masterKey": secrets.token_hex(16), "functionKeys": {"default": secrets.token_hex(16)}}
-        keys_file = workspace.file("keys.json", self.keys)
-        self.log = workspace.file("host.log")
-        self.process = _spawn(
-            [
-                "-m",
-                "emulators.funchost",
-                "--port",
-                "0",
-                "--no-timers",
-                "--settings",
-                str(settings_file),
-                "--keys",
-                str(keys_file),
-            ],
-            self.log,
-        )
-        self.base_url = _first_line(self.process, self.log, "the functions host")["base_url"]
-
-    @property
-    def function_key(self) -> str:
-        return self.keys["functionKeys"]["default"]
+        super().__init__(settings, workspace.path, on_start=adopt)
 
     def stop(self) -> None:
         _end(self.process)
-
-    def __enter__(self) -> HostProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class SendersProcess:

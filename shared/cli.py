@@ -664,7 +664,8 @@ def deadletters_retry(args: argparse.Namespace, context: CommandContext) -> int:
             except KeyError:
                 outcome, success = "skipped: the mapping is no longer configured", False
             else:
-                outcome = app.ingress.resync(app.ingress.context(mapping), letter.record_id, mode="replay")
+                ctx = app.ingress.context(mapping)
+                outcome = app.ingress.resync(ctx, letter.record_id, mode=ingress.Mode.REPLAY)
                 success = outcome not in ("failed", "dead")
         elif letter.flow == events.FLOW:
             outcome = app.events.replay_event(letter.payload)

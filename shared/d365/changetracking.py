@@ -3,6 +3,11 @@
 Start with no link for a full load; persist each page's `checkpoint` after processing the page; resume
 from it later. A checkpoint is a nextLink (mid-load) or the deltaLink from the last page (next delta).
 When the service says the delta token has expired, discard it and start a full load again.
+
+Dataverse answers a delta link with nothing new in several documented shapes: an empty page with a new
+deltaLink, an empty page without one, or an empty JSON object ("An empty JSON response is returned if no
+table changes have occurred"). A last page without a deltaLink keeps the link it was read from as the
+checkpoint: the previous token stays, and a checkpoint never falls back to a full load by accident.
 """
 
 from __future__ import annotations
@@ -78,11 +83,19 @@ class ChangeTrackingReader:
                     deletes.append(row["id"])
                 else:
                     upserts.append(row)
+            delta_link = None if page.next_link else page.delta_link
+            if not page.next_link and not delta_link:
+                delta_link = link if _is_delta_link(link) else None
+                if delta_link is None:
+                    raise ServiceError(
+                        f"Dataverse ended the change-tracking read of {self.entity_set} without a deltaLink",
+                        service="dataverse",
+                    )
             yield ChangePage(
                 upserts=upserts,
                 deletes=deletes,
                 next_link=page.next_link,
-                delta_link=None if page.next_link else page.delta_link,
+                delta_link=delta_link,
                 is_initial=is_initial,
             )
             link = page.next_link

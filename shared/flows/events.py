@@ -36,16 +36,25 @@ from shared.d365.batch import BatchRequest, BatchResult
 from shared.d365.client import DataverseClient
 from shared.d365.odata import is_guid
 from shared.errors import AuthenticationError, NotFoundError, ServiceError
+from shared.flows import names
 from shared.flows.deadline import Deadline
 from shared.flows.timeline import CONTACTS, ActivityTarget, activity_request, follow_up_request
 from shared.logs import correlation, log_event
 from shared.mapping.model import SyncConfig
 from shared.setup.activities import EVENT_ID_COLUMN, columns_for
-from shared.store import CheckpointConflict, LedgerConflict, LedgerRecord, RecordStatus, RunReport, StateStore
+from shared.store import (
+    CheckpointConflict,
+    FailureBook,
+    LedgerRecord,
+    RetryLimits,
+    RunReport,
+    StateStore,
+    Verdict,
+)
 
 log = logging.getLogger(__name__)
 
-FLOW = "events_push"
+FLOW = names.EVENTS_PUSH
 JOURNAL_STREAM = "journal"
 PARKED = "events"  # ledger mapping (and dead-letter mapping) of events waiting for their contact
 PROFILE_RESOURCE = "profileAndServicesExt/profile"
@@ -156,6 +165,17 @@ class EventsFlow:
         self._task: ActivityTarget | None = None
         self._recipients = _LruCache(self.options.recipient_cache_size)
         self._known_contacts: set[str] = set()
+        self.failures = FailureBook(
+            flow=FLOW,
+            ledger=store.ledger,
+            deadletters=store.deadletters,
+            limits=RetryLimits(
+                base_delay_seconds=self.options.retry_base_delay_seconds,
+                max_delay_seconds=self.options.retry_max_delay_seconds,
+                max_age=timedelta(hours=self.options.park_max_age_hours),
+            ),
+            utcnow=utcnow,
+        )
 
     @property
     def enabled_types(self) -> frozenset[str]:
@@ -518,58 +538,45 @@ class EventsFlow:
         return self._dead(item)
 
     def _park(self, item: _Item) -> str:
-        now = self._utcnow()
         base = item.parked or LedgerRecord(PARKED, item.event.event_id)
-        first_parked = base.first_failed_at or now
-        if now - first_parked >= timedelta(hours=self.options.park_max_age_hours):
-            item.reason = f"{item.reason}; gave up after {self.options.park_max_age_hours:g} hours"
-            return self._dead(item)
         if len(json.dumps(item.event.raw, default=str)) > _MAX_PARKED_EVENT_CHARS:
             item.reason = f"{item.reason}; the event is too large to park for a retry"
             return self._dead(item)
-        attempts = base.attempts + 1
-        delay = min(
-            self.options.retry_base_delay_seconds * 2 ** (attempts - 1), self.options.retry_max_delay_seconds
+        verdict = self.failures.fail(
+            base,
+            item.reason or "not delivered",
+            payload=item.event.raw,
+            changes={
+                "target_key": item.contact_id,
+                "extra": {"event": item.event.raw, "position": item.event.position},
+            },
+            error_fields={"type": "EventNotDelivered", **item.error},
         )
-        try:
-            self.store.ledger.save(
-                base.evolve(
-                    status=RecordStatus.FAILED,
-                    error=item.reason,
-                    attempts=attempts,
-                    next_attempt_at=now + timedelta(seconds=delay),
-                    first_failed_at=first_parked,
-                    target_key=item.contact_id,
-                    extra={"event": item.event.raw, "position": item.event.position},
-                )
-            )
-        except LedgerConflict:
+        if verdict == Verdict.ALREADY_RECORDED:
             return "already_parked"  # a repeat of an event parked earlier: that row is retried
+        if verdict == Verdict.DEAD:
+            self._log_dead(item)
+            return "dead"
         log_event(
             log,
             logging.DEBUG,
             "events.parked",
             event_id=item.event.event_id,
             contact_id=item.contact_id,
-            attempts=attempts,
             reason=item.reason,
         )
         return "parked"
 
     def _dead(self, item: _Item) -> str:
-        event = item.event
+        base = item.parked or LedgerRecord(PARKED, item.event.event_id)
         error = {"type": "EventNotDelivered", "message": item.reason, **item.error}
-        self.store.deadletters.put(
-            flow=FLOW, mapping=PARKED, record_id=event.event_id, error=error, payload=event.raw
-        )
-        base = item.parked or LedgerRecord(PARKED, event.event_id)
-        try:
-            self.store.ledger.save(
-                base.evolve(status=RecordStatus.DEAD, error=item.reason, next_attempt_at=None, extra={})
-            )
-        except LedgerConflict:
-            pass  # parked by an earlier delivery of the same event; the dead letter says what happened
+        # Parked by an earlier delivery of the same event? The dead letter says what happened anyway.
+        self.failures.dead(base, error, payload=item.event.raw, changes={"extra": {}})
+        self._log_dead(item)
+        return "dead"
+
+    def _log_dead(self, item: _Item) -> None:
+        event = item.event
         log_event(
             log, logging.WARNING, "events.dead", event_id=event.event_id, type=event.type, reason=item.reason
         )
-        return "dead"

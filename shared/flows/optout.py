@@ -25,13 +25,14 @@ from shared.d365.batch import BatchRequest
 from shared.d365.client import DataverseClient
 from shared.errors import ServiceError
 from shared.flows.deadline import Deadline
+from shared.flows.names import CONTACTS_SYNC, OPTOUT_SYNC
 from shared.logs import correlation, log_event
 from shared.mapping.model import OptOutPair, SyncConfig
-from shared.store import LedgerConflict, LedgerRecord, RunReport, StateStore
+from shared.store import LedgerRecord, RunReport, StateStore
 
 log = logging.getLogger(__name__)
 
-FLOW = "optout_sync"
+FLOW = OPTOUT_SYNC
 _LEDGER_READERS = 8  # parallel ledger reads per page (one per profile)
 STREAM = "campaign_profiles"
 AGREED = "optout"  # ledger `extra` key holding the agreed flags {campaign field: bool}
@@ -248,9 +249,7 @@ class OptOutFlow:
         return report
 
     def _initial_load_start(self) -> datetime | None:
-        from shared.flows.ingress import FLOW as INGRESS_FLOW  # the ingress flow imports this module
-
-        load = self.store.checkpoints.get(INGRESS_FLOW, self.reconciler.mapping.name)
+        load = self.store.checkpoints.get(CONTACTS_SYNC, self.reconciler.mapping.name)
         if load.data.get("mode") != "delta":
             return None
         return parse_campaign_time(load.data.get("initial_load_started_at"))
@@ -327,12 +326,14 @@ class OptOutFlow:
                 self._save_agreed(entry, res.agreed)
 
     def _save_agreed(self, entry: LedgerRecord, agreed: dict[str, bool]) -> None:
-        for _ in range(3):
-            try:
-                self.store.ledger.save(entry.evolve(extra={**entry.extra, AGREED: agreed}))
-                return
-            except LedgerConflict:
-                entry = self.store.ledger.get(entry.mapping, entry.source_id) or entry.evolve(etag=None)
+        self.store.ledger.update(
+            entry.mapping,
+            entry.source_id,
+            lambda fresh: (fresh or entry.evolve(etag=None)).evolve(
+                extra={**(fresh or entry).extra, AGREED: agreed}
+            ),
+            read=entry,
+        )
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

@@ -43,7 +43,9 @@ AUTH_WEBHOOK_KEY, AUTH_HTTP_HEADER = 4, 5
 JSON_FORMAT = 2
 ASYNCHRONOUS, POST_OPERATION, POST_IMAGE = 1, 40, 1
 FUNCTION_KEY_HEADER = "x-functions-key"
-# Columns every update touches: filtering on them would fire the webhook for any change at all.
+# Columns every update touches: filtering on them would fire the webhook for any change at all. The post
+# image carries them, so the ingress can order a delivery among the ones it applied (the Target's
+# RowVersion is null in some deliveries) without reading the row.
 _UNFILTERED = frozenset({"versionnumber", "modifiedon"})
 _OPTOUT_FROM_D365 = frozenset({"d365_to_acs", "bidirectional"})
 
@@ -449,7 +451,8 @@ class D365Setup:
                     )
                 )
         if message in IMAGE_PROPERTY:
-            actions.append(self._image_action(name, step_id, message, columns))
+            image_columns = sorted({*columns, *_UNFILTERED})
+            actions.append(self._image_action(name, step_id, message, image_columns))
         return actions
 
     def _endpoint_path(self) -> str:

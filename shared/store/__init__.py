@@ -4,6 +4,8 @@ run reports in Blob storage. `StateStore` bundles them; `StateStore.from_setting
 
 from shared.store.checkpoints import Checkpoint, CheckpointConflict, CheckpointStore
 from shared.store.deadletters import DeadLetter, DeadLetterStore
+from shared.store.etag import ConcurrentChange
+from shared.store.failures import FailureBook, RetryLimits, Verdict
 from shared.store.ledger import LedgerConflict, LedgerRecord, RecordLedger, RecordStatus
 from shared.store.reports import RunReport, RunReportStore
 from shared.store.state import StateStore
@@ -12,13 +14,17 @@ __all__ = [
     "Checkpoint",
     "CheckpointConflict",
     "CheckpointStore",
+    "ConcurrentChange",
     "DeadLetter",
     "DeadLetterStore",
+    "FailureBook",
     "LedgerConflict",
     "LedgerRecord",
     "RecordLedger",
     "RecordStatus",
+    "RetryLimits",
     "RunReport",
     "RunReportStore",
     "StateStore",
+    "Verdict",
 ]

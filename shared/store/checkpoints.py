@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableClient
 
+from shared.store.etag import ConcurrentChange, save_entity
 from shared.store.keys import decode_key, encode_key
 
 
-class CheckpointConflict(RuntimeError):
+class CheckpointConflict(ConcurrentChange):
     """Another run moved this checkpoint since we read it."""
 
 
@@ -28,6 +28,9 @@ class Checkpoint:
     data: dict[str, Any] = field(default_factory=dict)
     updated_at: datetime | None = None
     etag: str | None = None  # None: never saved
+    # The storage service's clock at the last save (not this machine's), on a checkpoint read back: what
+    # ledger rows' timestamps compare to.
+    stored_at: datetime | None = None
 
 
 class CheckpointStore:
@@ -51,6 +54,7 @@ class CheckpointStore:
             json.loads(entity.get("data") or "{}"),
             entity.get("updated_at"),
             entity.metadata["etag"],
+            entity.metadata.get("timestamp"),
         )
 
     def put(
@@ -66,20 +70,14 @@ class CheckpointStore:
             "data": json.dumps(merged, default=str),
             "updated_at": now,
         }
-        try:
-            if previous.etag is None:
-                metadata = self._table.create_entity(entity)
-            else:
-                metadata = self._table.update_entity(
-                    entity,
-                    mode=UpdateMode.REPLACE,
-                    etag=previous.etag,
-                    match_condition=MatchConditions.IfNotModified,
-                )
-        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
-            raise CheckpointConflict(
-                f"checkpoint {previous.flow}/{previous.stream} was changed by another run; this run stops"
-            ) from exc
+        metadata = save_entity(
+            self._table,
+            entity,
+            etag=previous.etag,
+            conflict=CheckpointConflict,
+            message=f"checkpoint {previous.flow}/{previous.stream} was changed by another run; "
+            "this run stops",
+        )
         return Checkpoint(previous.flow, previous.stream, position, merged, now, metadata["etag"])
 
     def reset(self, flow: str, stream: str) -> None:

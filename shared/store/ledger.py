@@ -3,6 +3,12 @@
 One Table row per (mapping, source id). It makes every flow idempotent (a stale or duplicate change is
 recognised by its version / operation id), keeps Campaign keys so an update costs one call, keeps the
 content hash so an unchanged record costs none, and drives retries of failed records.
+
+A row is also the record's write lease (`RecordStatus.WRITING`, `lease`, expiring at `next_attempt_at`):
+whoever writes the target for a record holds it, so writes of one record never overlap, and a row never
+claims a content (`SYNCED` + `content_hash`) that a later, unfinished write may have replaced. `recheck`
+hands work to the lease holder: "the target may not hold the newest source state; read it again before
+you let go". A lease left by a crashed writer expires and is picked up like a failed record.
 """
 
 from __future__ import annotations
@@ -10,16 +16,16 @@ from __future__ import annotations
 import json
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
+from shared.store.etag import ConcurrentChange, save_entity
 from shared.store.keys import decode_key, encode_key
 
 # A mapping's rows are spread over this many partitions by a hash of the source id: one partition per
@@ -50,9 +56,10 @@ class RecordStatus(StrEnum):
     DELETED = "deleted"  # deleted in the source and (if apply_deletes) in the target
     FAILED = "failed"  # a transient failure; retried with backoff, dead-lettered after N attempts
     DEAD = "dead"  # the target rejected it, or retries ran out; see the dead-letter store
+    WRITING = "writing"  # a writer holds the lease (until next_attempt_at): the target's state is open
 
 
-class LedgerConflict(RuntimeError):
+class LedgerConflict(ConcurrentChange):
     """Another writer changed this ledger row since we read it."""
 
 
@@ -62,6 +69,7 @@ class LedgerRecord:
     source_id: str
     status: RecordStatus = RecordStatus.SYNCED
     source_version: int | None = None
+    source_modified_on: datetime | None = None  # orders changes that carry no version
     content_hash: str | None = None
     target_key: str | None = None
     operation_id: str | None = None
@@ -73,10 +81,21 @@ class LedgerRecord:
     updated_at: datetime | None = None
     # Values we last wrote to / read from the other side (opt-out echo detection), small JSON.
     extra: dict[str, Any] = field(default_factory=dict)
+    lease: str | None = None  # the holder's token while status is WRITING
+    recheck: bool = False  # the target may not hold the newest source state: re-read before releasing
     etag: str | None = None
+    stored_at: datetime | None = None  # the storage service's time of the last write (marks included)
 
     def evolve(self, **changes: Any) -> LedgerRecord:
         return replace(self, **changes)
+
+    def leased(self, now: datetime) -> bool:
+        """A writer holds this record right now (its lease has not expired)."""
+        return (
+            self.status == RecordStatus.WRITING
+            and self.next_attempt_at is not None
+            and self.next_attempt_at > now
+        )
 
 
 _INT_FIELDS = ("attempts",)
@@ -90,6 +109,8 @@ def _to_entity(record: LedgerRecord) -> dict[str, Any]:
         # Strings: Dataverse version numbers outgrow Int32 and the SDK would need explicit EdmTypes.
         "source_version": "" if record.source_version is None else str(record.source_version),
         "content_hash": record.content_hash or "",
+        "lease": record.lease or "",
+        "recheck": record.recheck,
         "target_key": record.target_key or "",
         "operation_id": record.operation_id or "",
         "correlation_id": record.correlation_id or "",
@@ -102,6 +123,8 @@ def _to_entity(record: LedgerRecord) -> dict[str, Any]:
         entity["next_attempt_at"] = record.next_attempt_at
     if record.first_failed_at is not None:
         entity["first_failed_at"] = record.first_failed_at
+    if record.source_modified_on is not None:
+        entity["source_modified_on"] = record.source_modified_on
     return entity
 
 
@@ -112,6 +135,7 @@ def _from_entity(entity: Any) -> LedgerRecord:
         source_id=decode_key(entity["RowKey"]),
         status=RecordStatus(entity.get("status", "synced")),
         source_version=int(version) if version is not None else None,
+        source_modified_on=entity.get("source_modified_on"),
         content_hash=entity.get("content_hash") or None,
         target_key=entity.get("target_key") or None,
         operation_id=entity.get("operation_id") or None,
@@ -122,7 +146,10 @@ def _from_entity(entity: Any) -> LedgerRecord:
         first_failed_at=entity.get("first_failed_at"),
         updated_at=entity.get("updated_at"),
         extra=json.loads(entity["extra"]) if entity.get("extra") else {},
-        etag=entity.metadata.get("etag") if hasattr(entity, "metadata") else None,
+        lease=entity.get("lease") or None,
+        recheck=bool(entity.get("recheck")),
+        etag=entity.metadata.get("etag"),
+        stored_at=entity.metadata.get("timestamp"),
     )
 
 
@@ -141,21 +168,71 @@ class RecordLedger:
         """Write `record`. With an etag (read earlier) the write only succeeds if nobody changed the row
         since; without one it only succeeds if the row does not exist. Either failure: LedgerConflict."""
         entity = _to_entity(record)
-        try:
-            if record.etag is None:
-                metadata = self._table.create_entity(entity)
-            else:
-                metadata = self._table.update_entity(
-                    entity,
-                    mode=UpdateMode.REPLACE,
-                    etag=record.etag,
-                    match_condition=MatchConditions.IfNotModified,
-                )
-        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
-            raise LedgerConflict(
-                f"ledger row {record.mapping}/{record.source_id} changed concurrently"
-            ) from exc
+        metadata = save_entity(
+            self._table,
+            entity,
+            etag=record.etag,
+            conflict=LedgerConflict,
+            message=f"ledger row {record.mapping}/{record.source_id} changed concurrently",
+        )
         return record.evolve(etag=metadata["etag"], updated_at=entity["updated_at"])
+
+    def update(
+        self,
+        mapping: str,
+        source_id: str,
+        change: Callable[[LedgerRecord | None], LedgerRecord | None],
+        *,
+        read: LedgerRecord | None = None,
+        attempts: int = 3,
+    ) -> LedgerRecord | None:
+        """Read, change, save with the row's ETag; on a concurrent change, again on the fresh row.
+        `read`: the row as the caller read it already (saves the first read). Answers the saved record,
+        or None when `change` answered None (nothing to write) or the row kept changing."""
+        current = read
+        for attempt in range(attempts):
+            if attempt or read is None:
+                current = self.get(mapping, source_id)
+            changed = change(current)
+            if changed is None:
+                return None
+            try:
+                return self.save(changed)
+            except LedgerConflict:
+                continue
+        return None
+
+    def mark_seen(self, mapping: str, source_ids: Iterable[str]) -> None:
+        """Touch these existing rows (their `stored_at` becomes now) without changing what they say: a
+        full read marks the records Dynamics still has, so the ones left unmarked are known gone. Merges
+        in transactions of up to 100 rows of one partition; a row removed meanwhile is skipped."""
+        now = datetime.now(UTC)
+        by_partition: dict[str, list[str]] = defaultdict(list)
+        for source_id in source_ids:
+            by_partition[partition_key(mapping, source_id)].append(source_id)
+        for partition, ids in by_partition.items():
+            for start in range(0, len(ids), _TRANSACTION_ROWS):
+                marks = [
+                    {"PartitionKey": partition, "RowKey": encode_key(i), "seen_at": now}
+                    for i in ids[start : start + _TRANSACTION_ROWS]
+                ]
+                try:
+                    self._table.submit_transaction([("update", m, {"mode": UpdateMode.MERGE}) for m in marks])
+                except TableTransactionError:
+                    for mark in marks:
+                        try:
+                            self._table.update_entity(mark, mode=UpdateMode.MERGE)
+                        except ResourceNotFoundError:
+                            pass
+
+    def unseen_since(self, mapping: str, since: datetime) -> Iterator[LedgerRecord]:
+        """Rows not written nor marked since `since` (the storage service's clock) whose record is not
+        deleted: after a full read that marked what it saw, the records Dynamics no longer has."""
+        query, parameters = _mapping_range(mapping)
+        query += " and Timestamp lt @since and status ne @deleted"
+        parameters.update(since=since, deleted=str(RecordStatus.DELETED))
+        for entity in self._table.query_entities(query, parameters=parameters, results_per_page=1000):
+            yield _from_entity(entity)
 
     def create_many(self, records: Iterable[LedgerRecord]) -> list[LedgerRecord]:
         """Create rows that should not exist yet, in transactions of up to 100 rows of one partition
@@ -202,10 +279,13 @@ class RecordLedger:
             yield _from_entity(entity)
 
     def due_for_retry(self, mapping: str, *, now: datetime | None = None) -> Iterator[LedgerRecord]:
-        """Failed records whose backoff has elapsed, oldest first within each page."""
+        """Failed records whose backoff has elapsed and records whose write lease expired (its writer
+        stopped mid-write), oldest first within each page."""
         query, parameters = _mapping_range(mapping)
-        query += " and status eq @status and next_attempt_at le @now"
-        parameters.update(status=str(RecordStatus.FAILED), now=now or datetime.now(UTC))
+        query += " and ( status eq @failed or status eq @writing ) and next_attempt_at le @now"
+        parameters.update(
+            failed=str(RecordStatus.FAILED), writing=str(RecordStatus.WRITING), now=now or datetime.now(UTC)
+        )
         for entity in self._table.query_entities(query, parameters=parameters, results_per_page=1000):
             yield _from_entity(entity)
 

@@ -145,7 +145,7 @@ def test_ledger_counts_by_status_and_finds_failed_records_due_for_retry(state_st
     )
     ledger.save(LedgerRecord("vehicles", "other", status=RecordStatus.FAILED, next_attempt_at=now))
     counts = ledger.count_by_status("contacts")
-    assert counts == {"synced": 5, "excluded": 2, "failed": 2, "deleted": 0, "dead": 0}
+    assert counts == {"synced": 5, "excluded": 2, "failed": 2, "deleted": 0, "dead": 0, "writing": 0}
     assert [r.source_id for r in ledger.due_for_retry("contacts", now=now)] == ["due"]
     assert {r.source_id for r in ledger.iter_records("contacts", status=RecordStatus.FAILED)} == {
         "due",
