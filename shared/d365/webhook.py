@@ -6,6 +6,7 @@ and dates are ``"/Date(<epoch ms>[+-hhmm])/"``. The models keep every key they d
 """
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -40,6 +41,17 @@ SIZE_EXCEEDED_HEADER = "x-ms-dynamics-msg-size-exceeded"
 CORRELATION_HEADER = "x-ms-correlation-request-id"
 
 _WCF_DATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
+# Nesting of arrays/objects a body may have. A published async Update nests 8 levels (context → Target →
+# Attributes → EntityReference → KeyAttributes); each ParentContext adds 1 and each RelatedEntities level ~5,
+# so a few of each stay far below 64, while a hostile `[[[[…` body is refused before the recursive JSON
+# parser (and the validator) ever see it.
+MAX_NESTING = 64
+# A JSON string (escapes included; an unterminated one runs to the end) or a bracket: written so it never
+# backtracks, whatever the input.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
+# How much of the validation errors a 400 answer repeats (it is also logged).
+_MAX_PROBLEMS = 10
+_MAX_PROBLEM_CHARS = 200
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Validation errors whose message is phrased to follow the field name ("PrimaryEntityId is not a GUID").
 _OWN_ERRORS = frozenset({"guid", "wcf_date", "key_value_pairs"})
@@ -55,14 +67,20 @@ def parse_wcf_date(text: str) -> datetime:
     if match is None:
         raise ValueError(f"not a WCF JSON date: {text!r}")
     # Adding to the epoch (rather than fromtimestamp) is exact and handles pre-1970 birthdates everywhere.
-    return _EPOCH + timedelta(milliseconds=int(match.group(1)))
+    try:
+        return _EPOCH + timedelta(milliseconds=int(match.group(1)))
+    except (OverflowError, ValueError):  # past year 1..9999, or more digits than int() takes
+        raise ValueError(f"WCF JSON date out of range: {text[:40]!r}") from None
 
 
 def _wcf_datetime(value: Any) -> Any:
     if isinstance(value, datetime):
         return value
     if isinstance(value, str) and _WCF_DATE.fullmatch(value):
-        return parse_wcf_date(value)
+        try:
+            return parse_wcf_date(value)
+        except ValueError:
+            raise PydanticCustomError("wcf_date", "is a WCF JSON date out of range") from None
     raise PydanticCustomError("wcf_date", "is not a WCF JSON date like /Date(1506384247000)/")
 
 
@@ -284,10 +302,13 @@ class ChangeRecord:
 
 def load_context(body: bytes | str | Mapping[str, Any]) -> RemoteExecutionContext:
     """Validate a webhook body into the context model; raises ``WebhookPayloadError``."""
+    data = _decode(body)
     try:
-        return RemoteExecutionContext.model_validate(_decode(body))
+        return RemoteExecutionContext.model_validate(data)
     except ValidationError as exc:
         raise WebhookPayloadError(_describe(exc)) from exc
+    except RecursionError:  # a Mapping handed in directly is not depth-checked by _decode
+        raise WebhookPayloadError(f"body nests arrays/objects deeper than {MAX_NESTING} levels") from None
 
 
 def parse(body: bytes | str | Mapping[str, Any], headers: Mapping[str, Any] | None = None) -> ChangeRecord:
@@ -334,10 +355,14 @@ def _decode(body: Any) -> dict[str, Any]:
         except UnicodeDecodeError:
             raise WebhookPayloadError("body is not valid UTF-8") from None
     if isinstance(body, str):
+        text = body.lstrip("\ufeff")
+        _check_nesting(text)
         try:
-            body = json.loads(body.lstrip("\ufeff"))
-        except json.JSONDecodeError as exc:
-            raise WebhookPayloadError(f"body is not valid JSON ({exc})") from None
+            body = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        except RecursionError:  # not expected after _check_nesting; never let it escape
+            raise WebhookPayloadError(f"body nests arrays/objects deeper than {MAX_NESTING} levels") from None
+        except ValueError as exc:  # JSONDecodeError, NaN/Infinity, a float out of range, a 5000-digit int
+            raise WebhookPayloadError(f"body is not valid JSON ({_clip(str(exc))})") from None
     if isinstance(body, Mapping):
         return dict(body)
     kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
@@ -346,9 +371,39 @@ def _decode(body: Any) -> dict[str, Any]:
     raise WebhookPayloadError(f"body must be a JSON object, got {kind}")
 
 
+def _check_nesting(text: str, limit: int = MAX_NESTING) -> None:
+    """Refuse JSON text nesting arrays/objects deeper than ``limit``, without recursion (and so before
+    ``json.loads``, which recurses once per level). Brackets inside strings do not count."""
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        char = text[token.start()]
+        if char == "[" or char == "{":
+            depth += 1
+            if depth > limit:
+                raise WebhookPayloadError(f"body nests arrays/objects deeper than {limit} levels")
+        elif char == "]" or char == "}":
+            depth -= 1  # an unbalanced closer is for json.loads to reject
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"number out of range: {_clip(text, 40)}")
+    return number
+
+
+def _clip(text: str, limit: int = _MAX_PROBLEM_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _describe(exc: ValidationError) -> str:
     problems = []
-    for error in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False, include_input=False)
+    for error in errors[:_MAX_PROBLEMS]:
         where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(
             "."
         )
@@ -358,4 +413,6 @@ def _describe(exc: ValidationError) -> str:
             problems.append(f"{where} {error['msg']}")
         else:
             problems.append(f"{where}: {error['msg']}")
-    return "; ".join(problems)
+    if len(errors) > _MAX_PROBLEMS:
+        problems.append(f"and {len(errors) - _MAX_PROBLEMS} more problems")
+    return "; ".join(_clip(problem) for problem in problems)

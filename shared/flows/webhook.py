@@ -1,6 +1,8 @@
-"""The `webhook_d365` endpoint's logic, free of `azure.functions`: size, shared secret, payload shape,
-then the ingress flow. Dataverse looks only at the status and retries once, and only on 502/503/504, so
-anything transient after a valid payload is parked in the ledger for the timer and answered 202."""
+"""The `webhook_d365` endpoint's logic, free of `azure.functions`: method, shared secret, size, content
+type, payload shape, then the ingress flow. Dataverse looks only at the status and retries once, and only
+on 502/503/504, so anything transient after a valid payload is parked in the ledger for the timer and
+answered 202. Whatever the caller sent answers a 4xx naming the reason, never a 5xx: a 5xx means a
+valid change could not be taken (state store or credentials down)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from shared.http import RetryPolicy, retry_policy
 from shared.logs import correlation, log_event
 
 log = logging.getLogger(__name__)
+JSON_MEDIA_TYPE = "application/json"
 # Dataverse waits 60 s for an answer: retry briefly inline, then park the record for the timer.
 WEBHOOK_RETRY = RetryPolicy(total=2, backoff_max=2.0, retry_after_max=5.0)
 
@@ -32,6 +35,11 @@ class WebhookResponse:
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     wanted = name.lower()
     return next((v for k, v in headers.items() if k.lower() == wanted), None)
+
+
+def _media_type(content_type: str | None) -> str:
+    """``"Application/JSON; charset=utf-8"`` → ``"application/json"``; ``""`` when absent."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
 
 
 class WebhookEndpoint:
@@ -51,7 +59,11 @@ class WebhookEndpoint:
     def __call__(self, method: str, body: bytes, headers: Mapping[str, str]) -> WebhookResponse:
         correlation_id = _header(headers, CORRELATION_HEADER)
         with correlation(correlation_id):
-            response = self._respond(method, body, headers)
+            try:
+                response = self._respond(method, body, headers)
+            except Exception:  # a bug here: still answered, and logged with the answer line below
+                log.exception("webhook request could not be handled")
+                response = WebhookResponse(500, {"error": "internal error"})
             log_event(
                 log,
                 logging.INFO if response.status < 400 else logging.WARNING,
@@ -72,10 +84,21 @@ class WebhookEndpoint:
                 return WebhookResponse(401, {"error": f"missing or wrong {self._secret_header} header"})
         if len(body) > self._max_body_bytes:
             return WebhookResponse(413, {"error": f"body over {self._max_body_bytes} bytes"})
+        content_type = _header(headers, "content-type")
+        if _media_type(content_type) != JSON_MEDIA_TYPE:
+            sent = f"got {content_type.strip()[:100]!r}" if content_type else "none was sent"
+            return WebhookResponse(415, {"error": f"Content-Type must be {JSON_MEDIA_TYPE} ({sent})"})
         try:
             record = parse(body, headers)
         except WebhookPayloadError as exc:
             return WebhookResponse(400, {"error": str(exc)})
+        except RecursionError:  # parse() refuses deep nesting first; never let one escape regardless
+            return WebhookResponse(400, {"error": "body nests arrays/objects too deeply"})
+        except Exception as exc:
+            # A parser bug some input triggers: it is still this body that cannot be read, and sending
+            # it again would not help, so a 400; the traceback is for us.
+            log.exception("webhook payload could not be read")
+            return WebhookResponse(400, {"error": f"unreadable payload ({type(exc).__name__})"})
         try:
             with retry_policy(WEBHOOK_RETRY):
                 outcome = self._handle_change(record)

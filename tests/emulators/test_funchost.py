@@ -58,10 +58,14 @@ def test_http_functions_need_a_function_key_in_the_query_or_header(host):
     assert requests.post(url, data=b"{}", timeout=10).status_code == 401
     assert requests.post(url + "?code=wrong", data=b"{}", timeout=10).status_code == 401
     # With a key the function runs: the body is not a Dataverse context, so it answers 400.
-    assert requests.post(url + "?code=function-key-for-tests", data=b"{}", timeout=10).status_code == 400
+    json_body = {"data": b"{}", "headers": {"content-type": "application/json"}, "timeout": 10}
+    assert requests.post(url + "?code=function-key-for-tests", **json_body).status_code == 400
     assert (
         requests.post(
-            url, data=b"{}", headers={"x-functions-key": "master-key-for-tests"}, timeout=10
+            url,
+            data=b"{}",
+            headers={"x-functions-key": "master-key-for-tests", "content-type": "application/json"},
+            timeout=10,
         ).status_code
         == 400
     )
