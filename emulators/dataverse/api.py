@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 _QUERY_OPTIONS = {"$select", "$filter", "$orderby", "$top", "$count", "$skiptoken", "$deltatoken", "$expand"}
 _NOT_WITH_TRACKING = ("$filter", "$orderby", "$expand", "$top")
+# Answers to a delta request with no changes ("An empty JSON response is returned if no table changes
+# have occurred after the initial change tracking request was called." - Microsoft's change-tracking page).
+EMPTY_DELTA_ANSWERS = ("deltalink", "no_deltalink", "empty_object")
+EMPTY_DELTA_RESPONSES = (*EMPTY_DELTA_ANSWERS, "rotate")
 
 
 class DataApi:
@@ -58,7 +62,20 @@ class DataApi:
         self.organization_id = organization_id
         self.business_unit_id = business_unit_id
         self.change_token_max_age_seconds = 7 * 86400
+        self.empty_delta_response = "deltalink"
+        self._empty_deltas = 0  # how many "rotate" answers were given
         self.batch: Callable[[ApiCall], Reply] | None = None  # set by the emulator (batch.py)
+
+    @property
+    def empty_delta_response(self) -> str:
+        """How a delta request with no changes is answered: one of EMPTY_DELTA_RESPONSES."""
+        return self._empty_delta_response
+
+    @empty_delta_response.setter
+    def empty_delta_response(self, mode: str) -> None:
+        if mode not in EMPTY_DELTA_RESPONSES:
+            raise ValueError(f"empty_delta_response must be one of {', '.join(EMPTY_DELTA_RESPONSES)}")
+        self._empty_delta_response = mode
 
     def respond(self, call: ApiCall) -> Reply:
         """Handle a call and turn every failure into the error envelope."""
@@ -299,6 +316,15 @@ class DataApi:
                     break
                 page.append({"@odata.context": deleted_context, "id": row_id, "reason": "deleted"})
         payload: dict = {"@odata.context": self._context(call, table, "/$delta"), "value": page}
+        if not page and next_cookie is None and not cookie:  # the whole delta is empty: nothing changed
+            mode = self.empty_delta_response
+            if mode == "rotate":
+                mode = EMPTY_DELTA_ANSWERS[self._empty_deltas % len(EMPTY_DELTA_ANSWERS)]
+                self._empty_deltas += 1
+            if mode == "no_deltalink":
+                return payload
+            if mode == "empty_object":
+                return {}
         if next_cookie is not None:
             token = encode_cookie(
                 pagenumber=int(cookie.get("pagenumber", 1)) + 1,

@@ -109,6 +109,11 @@ class DataverseEmulator:
         contacts: int = 0,
         seed: int = 1,
         port: int = 0,
+        webhook_workers: int = 4,
+        webhook_max_delay_seconds: float = 0.0,
+        webhook_duplicate_rate: float = 0.0,
+        webhook_row_version: bool = True,
+        empty_delta_response: str = "deltalink",
     ) -> None:
         self.tenant_id = tenant_id
         self.port = port
@@ -144,6 +149,10 @@ class DataverseEmulator:
             self.representation,
             self.clock,
             self.organization,
+            workers=webhook_workers,
+            max_delay_seconds=webhook_max_delay_seconds,
+            duplicate_rate=webhook_duplicate_rate,
+            row_version=webhook_row_version,
             seed=seed,
         )
         self.metadata = Metadata(self.schema, self.store, on_table_created=self._table_created)
@@ -158,6 +167,7 @@ class DataverseEmulator:
             self.organization.business_unit_id,
         )
         self.api.change_token_max_age_seconds = change_token_max_age_seconds
+        self.api.empty_delta_response = empty_delta_response
         self.api.batch = Batch(self.api, self.records, charge=self.limit.charge)
         self.records.before_write.update(
             serviceendpoint=validate_endpoint, sdkmessageprocessingstep=validate_step
@@ -249,6 +259,46 @@ class DataverseEmulator:
     @webhook_duplicate_rate.setter
     def webhook_duplicate_rate(self, rate: float) -> None:
         self.webhooks.duplicate_rate = rate
+
+    @property
+    def webhook_workers(self) -> int:
+        """How many async webhook deliveries are in flight at once (default 4; can change while running)."""
+        return self.webhooks.workers
+
+    @webhook_workers.setter
+    def webhook_workers(self, workers: int) -> None:
+        self.webhooks.workers = workers
+
+    @property
+    def webhook_max_delay_seconds(self) -> float:
+        """Each async job waits a random time in [0, this] before it is sent (default 0), so jobs for
+        one row overtake each other, like system jobs run in parallel by several servers."""
+        return self.webhooks.max_delay_seconds
+
+    @webhook_max_delay_seconds.setter
+    def webhook_max_delay_seconds(self, seconds: float) -> None:
+        self.webhooks.max_delay_seconds = seconds
+
+    @property
+    def webhook_row_version(self) -> bool:
+        """True (default): Create/Update Targets and images carry the operation's version as `RowVersion`
+        (a string); False: every `RowVersion` is null, as in Microsoft's published sample."""
+        return self.webhooks.row_version
+
+    @webhook_row_version.setter
+    def webhook_row_version(self, enabled: bool) -> None:
+        self.webhooks.row_version = enabled
+
+    @property
+    def empty_delta_response(self) -> str:
+        """The answer to a change-tracking delta with no changes: "deltalink" (a new deltaLink and an empty
+        value, the default), "no_deltalink" (an empty value, no deltaLink), "empty_object" (`{}`) or
+        "rotate" (cycles through the three)."""
+        return self.api.empty_delta_response
+
+    @empty_delta_response.setter
+    def empty_delta_response(self, mode: str) -> None:
+        self.api.empty_delta_response = mode
 
     @property
     def webhook_retry_delay_seconds(self) -> float:

@@ -72,6 +72,9 @@ class ChangeEvent:
     user_id: str
     correlation_id: str
     operation_id: str = field(default_factory=new_guid)
+    # The row's `versionnumber` once this Create/Update committed (later writes get other versions; the
+    # stored row dicts are replaced, never changed in place, so `post` keeps this version too).
+    version: int | None = None
 
 
 @dataclass
@@ -365,6 +368,7 @@ class Records:
                     row,
                     caller.user_id,
                     caller.correlation_id,
+                    version=row["versionnumber"],
                 )
             )
             return row_id, row
@@ -404,6 +408,7 @@ class Records:
                     row,
                     caller.user_id,
                     caller.correlation_id,
+                    version=row["versionnumber"],
                 )
             )
             return row

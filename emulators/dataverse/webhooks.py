@@ -1,13 +1,16 @@
 """Webhook steps: which registered `sdkmessageprocessingstep`s a change triggers, the
 `RemoteExecutionContext` JSON (WCF DataContractJsonSerializer shape) and its delivery: synchronous steps
-in the writing request, asynchronous ones by a small worker pool, one more attempt only on 502/503/504,
-failed async jobs recorded as `asyncoperation` rows."""
+in the writing request, in order; asynchronous ones as system jobs run by a pool of workers from a
+schedule (each job may wait a random delay first, so jobs for one row overtake each other, and a
+delivered job is sometimes delivered again later), one more attempt only on 502/503/504, failed async
+jobs recorded as `asyncoperation` rows."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import logging
-import queue
 import random
 import threading
 import time
@@ -79,6 +82,7 @@ class Delivery:
     step_name: str
     event: ChangeEvent
     duplicate: bool = False
+    duplicate_delay: float | None = None  # drawn when scheduled: deliver again this long after success
     attempts: int = 0
     status: int | None = None
     error: str | None = None
@@ -156,6 +160,13 @@ def apply_auth(endpoint: dict, headers: dict[str, str]) -> str:
 
 
 class Webhooks:
+    """Async deliveries are system jobs: `workers` of them in flight at once, each sent after a random
+    wait in [0, `max_delay_seconds`] (a heap ordered by due time; idle workers take whatever is due), a
+    successful one delivered again with probability `duplicate_rate` after its own random wait.
+    The random draws are made when a job is scheduled, from a generator seeded with `seed`, so a given
+    sequence of writes gets the same delays and duplicates on every run (the arrival order still depends
+    on the threads). `row_version` False sends every `RowVersion` as null, as in the published sample."""
+
     def __init__(
         self,
         schema: Schema,
@@ -166,6 +177,9 @@ class Webhooks:
         organization: Organization,
         *,
         workers: int = 4,
+        max_delay_seconds: float = 0.0,
+        duplicate_rate: float = 0.0,
+        row_version: bool = True,
         seed: int = 0,
     ) -> None:
         self.schema = schema
@@ -174,35 +188,90 @@ class Webhooks:
         self.representation = representation
         self.clock = clock
         self.organization = organization
-        self.duplicate_rate = 0.0  # async jobs are sometimes delivered twice
+        self.duplicate_rate = duplicate_rate  # async jobs are sometimes delivered twice
+        self.max_delay_seconds = max_delay_seconds
+        self.row_version = row_version  # False: every RowVersion is null
         self.retry_delay_seconds = 1.0
         self.timeout_seconds = 60.0
         self.verify: bool | str = True
         self.stats = WebhookStats()
-        self._workers_wanted = workers
         self._random = random.Random(seed)
-        self._queue: queue.Queue[Delivery | None] = queue.Queue()
-        self._idle = threading.Condition()
-        self._threads: list[threading.Thread] = []
+        self._idle = threading.Condition()  # guards stats; notified when pending changes
+        self._jobs = threading.Condition()  # guards the schedule, the worker threads and the random draws
+        self._schedule: list[tuple[float, int, Delivery]] = []  # (due, sequence, delivery) heap
+        self._sequence = itertools.count()
+        self._workers = self._check_workers(workers)
+        self._threads: dict[int, threading.Thread] = {}
+        self._running = False
         self._local = threading.local()
+
+    # -- settings -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_workers(workers: int) -> int:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"webhook workers must be a positive integer, not {workers!r}")
+        return workers
+
+    @property
+    def workers(self) -> int:
+        """How many async deliveries are in flight at once; can be changed while running (a smaller
+        number takes effect as busy workers finish their current delivery)."""
+        return self._workers
+
+    @workers.setter
+    def workers(self, workers: int) -> None:
+        with self._jobs:
+            self._workers = self._check_workers(workers)
+            self._jobs.notify_all()  # surplus workers leave
+            if self._running:
+                self._spawn()
+
+    @property
+    def max_delay_seconds(self) -> float:
+        return self._max_delay
+
+    @max_delay_seconds.setter
+    def max_delay_seconds(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("the webhook delay cannot be negative")
+        self._max_delay = float(seconds)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        for number in range(self._workers_wanted):
-            thread = threading.Thread(target=self._work, name=f"dataverse-webhook-{number}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        with self._jobs:
+            self._running = True
+            self._spawn()
+
+    def _spawn(self) -> None:
+        """Start the missing workers 0..workers-1 (holding `_jobs`)."""
+        for number in range(self._workers):
+            if number not in self._threads:
+                thread = threading.Thread(
+                    target=self._work, args=(number,), name=f"dataverse-webhook-{number}", daemon=True
+                )
+                self._threads[number] = thread
+                thread.start()
 
     def stop(self) -> None:
-        for _ in self._threads:
-            self._queue.put(None)
-        for thread in self._threads:
+        """Stop the workers; jobs still waiting for their time are dropped (a delivery in flight is given
+        a few seconds to finish)."""
+        with self._jobs:
+            self._running = False
+            dropped = len(self._schedule)
+            self._schedule.clear()
+            threads = list(self._threads.values())
+            self._jobs.notify_all()
+        for thread in threads:
             thread.join(timeout=5)
-        self._threads.clear()
+        if dropped:
+            with self._idle:
+                self.stats.pending -= dropped
+                self._idle.notify_all()
 
     def wait(self, timeout: float = 10.0) -> bool:
-        """Block until every queued delivery (retries and duplicates included) is finished."""
+        """Block until every scheduled delivery (delayed ones, retries and duplicates included) is done."""
         deadline = time.monotonic() + timeout
         with self._idle:
             while self.stats.pending:
@@ -233,7 +302,7 @@ class Webhooks:
                 raise ApiError(400, errors.PLUGIN_FAILED, delivery.error)
         for step, delivery in planned:
             if step.get("mode") != 0:
-                self._enqueue(delivery)
+                self._schedule_job(delivery)
 
     def _steps_for(self, event: ChangeEvent) -> list[tuple[dict, dict, list[dict]]]:
         if event.table in _REGISTRATION_TABLES:
@@ -287,11 +356,25 @@ class Webhooks:
             return wcf_date(value)
         return value
 
-    def _entity(self, table: Table, row_id: str, values: dict, *, typed: bool, names: bool) -> dict:
+    def _entity(
+        self,
+        table: Table,
+        row_id: str,
+        values: dict,
+        *,
+        typed: bool,
+        names: bool,
+        version: int | None = None,
+        with_versionnumber: bool = False,
+    ) -> dict:
+        """An Entity; `version` becomes its RowVersion (a string, unless `row_version` is off) and a
+        `versionnumber` among the values is kept only when `with_versionnumber` (images)."""
         attributes, formatted = [], []
         for name, value in values.items():
             attribute = table.attributes.get(name)
-            if attribute is None or name == "versionnumber" or not attribute.readable:
+            if attribute is None or not attribute.readable:
+                continue
+            if name == "versionnumber" and not with_versionnumber:
                 continue
             attributes.append({"key": name, "value": self._value(attribute, value, names=names)})
             if value is not None and attribute.type in (PICKLIST, STATE, STATUS, MULTISELECT, MONEY, BOOLEAN):
@@ -306,7 +389,7 @@ class Webhooks:
                 "KeyAttributes": [],
                 "LogicalName": table.logical_name,
                 "RelatedEntities": [],
-                "RowVersion": None,
+                "RowVersion": str(version) if version is not None and self.row_version else None,
             }
         )
         return entity
@@ -322,8 +405,16 @@ class Webhooks:
         }
 
     def _images(
-        self, table: Table, event: ChangeEvent, images: list[dict], kinds: set[int], row: dict | None
+        self,
+        table: Table,
+        event: ChangeEvent,
+        images: list[dict],
+        kinds: set[int],
+        row: dict | None,
+        version: int | None,
     ) -> list[dict]:
+        """The registered images of one kind; `versionnumber` is an attribute when the image lists it
+        (or lists no columns, i.e. all of them)."""
         if row is None:
             return []
         result = []
@@ -333,7 +424,9 @@ class Webhooks:
             columns = [c.strip().lower() for c in (image.get("attributes") or "").split(",") if c.strip()]
             values = {name: row.get(name) for name in columns} if columns else dict(row)
             values[table.primary_id] = event.row_id
-            entity = self._entity(table, event.row_id, values, typed=False, names=True)
+            entity = self._entity(
+                table, event.row_id, values, typed=False, names=True, version=version, with_versionnumber=True
+            )
             result.append({"key": image.get("entityalias") or image.get("name") or "Image", "value": entity})
         return result
 
@@ -341,24 +434,32 @@ class Webhooks:
         """The RemoteExecutionContext of one step for one event, key order as the service writes it."""
         table = self.schema.tables[event.table]
         mode, stage = step.get("mode", 1), step.get("stage", 40)
+        # The version of THIS operation (the delivery may be built after later writes committed).
+        version = event.version
+        if version is None and event.post is not None:
+            version = event.post.get("versionnumber")
         if event.message == "Delete":
             target = self._reference(event)
             parent_target = target
         else:
-            target = self._entity(table, event.row_id, event.target, typed=True, names=False)
+            target = self._entity(table, event.row_id, event.target, typed=True, names=False, version=version)
             submitted = {k: v for k, v in event.target.items() if k not in SYSTEM_TARGET_COLUMNS}
             parent_target = self._entity(table, event.row_id, submitted, typed=True, names=False)
         output = [{"key": "id", "value": event.row_id}] if event.message == "Create" else []
-        post = self._images(table, event, images, {1, 2}, event.post)
+        post = self._images(table, event, images, {1, 2}, event.post, version)
         if mode == 1 and not post and event.post is not None and table.primary_name:
             primary = {table.primary_name: event.post.get(table.primary_name), table.primary_id: event.row_id}
             post = [
                 {
                     "key": "AsynchronousStepPrimaryName",
-                    "value": self._entity(table, event.row_id, primary, typed=False, names=True),
+                    "value": self._entity(
+                        table, event.row_id, primary, typed=False, names=True, version=version
+                    ),
                 }
             ]
-        pre = self._images(table, event, images, {0, 2}, event.pre if event.message != "Create" else None)
+        pre_row = event.pre if event.message != "Create" else None
+        pre_version = pre_row.get("versionnumber") if pre_row is not None else None
+        pre = self._images(table, event, images, {0, 2}, pre_row, pre_version)
         owning = {
             "Id": step["sdkmessageprocessingstepid"],
             "KeyAttributes": [],
@@ -454,72 +555,115 @@ class Webhooks:
             for name, amount in increments.items():
                 setattr(self.stats, name, getattr(self.stats, name) + amount)
 
+    def _attempt(self, delivery: Delivery) -> bool:
+        """POST once; sets status / error. True when the service would make its one more attempt."""
+        delivery.attempts += 1
+        self._count(attempts=1)
+        try:
+            response = self._session().post(
+                delivery.url,
+                data=delivery.body,
+                headers=delivery.headers,
+                timeout=self.timeout_seconds,
+                verify=self.verify,
+            )
+        except requests.RequestException as exc:
+            delivery.error = f"{_PLUGIN_ERROR}{type(exc).__name__} while sending the request."
+            return False
+        delivery.status = response.status_code
+        response.close()
+        if 200 <= response.status_code < 300:
+            delivery.error = None
+            return False
+        try:
+            reason = HTTPStatus(response.status_code).phrase
+        except ValueError:
+            reason = "Unknown"
+        status = f"{response.status_code} ({reason})"
+        delivery.error = f"{_PLUGIN_ERROR}Response status code does not indicate success: {status}."
+        return delivery.attempts == 1 and response.status_code in RETRIED_STATUSES
+
     def _send(self, delivery: Delivery) -> None:
-        """POST once, and once more only on 502/503/504; sets status / error."""
-        for attempt in (1, 2):
-            delivery.attempts += 1
-            self._count(attempts=1)
-            try:
-                response = self._session().post(
-                    delivery.url,
-                    data=delivery.body,
-                    headers=delivery.headers,
-                    timeout=self.timeout_seconds,
-                    verify=self.verify,
-                )
-            except requests.RequestException as exc:
-                delivery.error = f"{_PLUGIN_ERROR}{type(exc).__name__} while sending the request."
-                break
-            delivery.status = response.status_code
-            response.close()
-            if 200 <= response.status_code < 300:
-                delivery.error = None
-                break
-            try:
-                reason = HTTPStatus(response.status_code).phrase
-            except ValueError:
-                reason = "Unknown"
-            status = f"{response.status_code} ({reason})"
-            delivery.error = f"{_PLUGIN_ERROR}Response status code does not indicate success: {status}."
-            if attempt == 1 and response.status_code in RETRIED_STATUSES:
-                time.sleep(self.retry_delay_seconds)
-                continue
-            break
+        """A synchronous step: POST once, and once more only on 502/503/504, inline."""
+        if self._attempt(delivery):
+            time.sleep(self.retry_delay_seconds)
+            self._attempt(delivery)
         self._count(**({"delivered": 1} if delivery.error is None else {"failed": 1}))
 
-    def _enqueue(self, delivery: Delivery) -> None:
+    def _delay(self) -> float:
+        """A random wait in [0, max_delay_seconds] (holding `_jobs`, which guards the generator)."""
+        return self._random.uniform(0, self._max_delay) if self._max_delay > 0 else 0.0
+
+    def _schedule_job(self, delivery: Delivery) -> None:
+        """Schedule a new async job: draw its delay and whether (and when) it will be delivered twice."""
         with self._idle:
             self.stats.pending += 1
-        self._queue.put(delivery)
+        with self._jobs:
+            delay = self._delay()
+            if not delivery.duplicate and self._random.random() < self.duplicate_rate:
+                delivery.duplicate_delay = self._delay()
+            self._push(delivery, delay)
 
-    def _work(self) -> None:
+    def _push(self, delivery: Delivery, delay: float, *, only_if_running: bool = False) -> bool:
+        """Put a job on the schedule, due after `delay` seconds. A retry or duplicate made by a worker
+        (`only_if_running`) is dropped once the webhooks are stopped; False then."""
+        with self._jobs:
+            if only_if_running and not self._running:
+                return False
+            due = time.monotonic() + delay
+            heapq.heappush(self._schedule, (due, next(self._sequence), delivery))
+            self._jobs.notify_all()
+            return True
+
+    def _next_job(self, number: int) -> Delivery | None:
+        """The next due job for worker `number`; None when the worker must leave (stopped, or surplus)."""
+        with self._jobs:
+            while True:
+                if not self._running or number >= self._workers:
+                    if self._threads.get(number) is threading.current_thread():
+                        del self._threads[number]
+                    return None
+                if self._schedule:
+                    wait = self._schedule[0][0] - time.monotonic()
+                    if wait <= 0:
+                        return heapq.heappop(self._schedule)[2]
+                    self._jobs.wait(wait)
+                else:
+                    self._jobs.wait()
+
+    def _work(self, number: int) -> None:
         while True:
-            delivery = self._queue.get()
+            delivery = self._next_job(number)
             if delivery is None:
                 return
+            finished = True
             try:
-                self._send(delivery)
+                if self._attempt(delivery):  # 502/503/504: one more attempt, later
+                    finished = not self._push(delivery, self.retry_delay_seconds, only_if_running=True)
+                    continue
+                self._count(**({"delivered": 1} if delivery.error is None else {"failed": 1}))
                 if delivery.error is not None:
                     self._record_failure(delivery)
-                elif not delivery.duplicate and self._random.random() < self.duplicate_rate:
-                    self._count(duplicates=1)
-                    self._enqueue(
-                        Delivery(
-                            delivery.url,
-                            delivery.headers,
-                            delivery.body,
-                            delivery.step_id,
-                            delivery.step_name,
-                            delivery.event,
-                            duplicate=True,
-                        )
+                elif delivery.duplicate_delay is not None:
+                    self._count(duplicates=1, pending=1)
+                    duplicate = Delivery(
+                        delivery.url,
+                        delivery.headers,
+                        delivery.body,
+                        delivery.step_id,
+                        delivery.step_name,
+                        delivery.event,
+                        duplicate=True,
                     )
+                    if not self._push(duplicate, delivery.duplicate_delay, only_if_running=True):
+                        self._count(pending=-1)
             except Exception:  # a worker must survive anything a receiver does
                 log.exception("webhook delivery crashed")
             finally:
-                with self._idle:
-                    self.stats.pending -= 1
-                    self._idle.notify_all()
+                if finished:
+                    with self._idle:
+                        self.stats.pending -= 1
+                        self._idle.notify_all()
 
     def _record_failure(self, delivery: Delivery) -> None:
         """A failed async job stays as a system job in state Completed / status Failed."""
