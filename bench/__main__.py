@@ -39,7 +39,7 @@ class Lane:
 LANES = (
     Lane("main", False, ("main_stack",)),
     Lane("faults", True, ("resilience",)),
-    Lane("others", True, ("events", "small_stack", "baseline_and_optout")),
+    Lane("others", True, ("events", "small_stack", "baseline_and_optout", "concurrency")),
 )
 
 

@@ -145,8 +145,8 @@ def run_worker(
 class HostProcess(hosts.HostProcess):
     """The local functions host, timers off (webhooks only), its files in the lane's workspace."""
 
-    def __init__(self, settings: dict[str, str], workspace: Workspace) -> None:
-        super().__init__(settings, workspace.path, on_start=adopt)
+    def __init__(self, settings: dict[str, str], workspace: Workspace, *, name: str = "host") -> None:
+        super().__init__(settings, workspace.path, name=name, on_start=adopt)
 
     def stop(self) -> None:
         _end(self.process)

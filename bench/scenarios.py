@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from bench.concurrency import concurrent_deliveries
 from bench.processes import (
     HostProcess,
     SendersProcess,
@@ -50,6 +51,7 @@ class Options:
     changed_percent: float = 1.0
     webhooks: int = 5000
     senders: int = 50
+    concurrency_contacts: int = 1000
     events: int = 50_000
     events_contacts: int = 5000
     protection_requests: int = 6000
@@ -89,7 +91,9 @@ class Options:
             f"3 steady state: {o.changed_percent:g}% changed + {o.changed_percent:g}% touched in unmapped "
             "columns",
             f"4 webhooks: {o.webhooks:,}{_scaled(o.webhooks, 5000)} through the local functions host from "
-            f"{o.senders} concurrent senders, on the {o.contacts:,}-contact stack after 1 and 3",
+            f"{o.senders} concurrent senders, on the {o.contacts:,}-contact stack after 1 and 3; "
+            f"concurrent out-of-order deliveries: {o.concurrency_contacts:,} contacts × 3 versions, two "
+            "host processes",
             f"5 events: {o.events:,}{_scaled(o.events, 50_000)} about "
             f"{o.events_contacts:,} contacts with their Campaign profiles; Dataverse service "
             f"protection {o.protection_requests:,} requests / {o.protection_window:g} s (6,000 / 300 s "
@@ -414,6 +418,9 @@ class Bench:
             note=f"answers {result['statuses']}, outcomes {result['outcomes']}"
             + "".join([f"; {c['status']}: {c['error']}" for c in result["changes"] if "error" in c][:3]),
         )
+
+    def concurrency(self) -> None:
+        concurrent_deliveries(self)
 
     # -- 5 on its own stack -------------------------------------------------------------------------------
 

@@ -153,6 +153,21 @@ class Server:
             self.dataverse.update_row("contact", contact_id, changes)
         return chosen
 
+    def edit_versions(self, count: int, versions: int, seed: int) -> list[str]:
+        """`versions` successive changes to each of `count` random contacts in mapped columns, interleaved
+        across contacts as users make them: each change is a webhook job for Dataverse to deliver."""
+        chosen = random.Random(seed).sample(self.contact_ids, count)
+        for version in range(1, versions + 1):
+            for n, contact_id in enumerate(chosen):
+                changes = {"firstname": f"V{version}x{n}", "address1_city": f"City{version}"}
+                self.dataverse.update_row("contact", contact_id, changes)
+        return chosen
+
+    def wait_deliveries(self, timeout: float) -> dict[str, Any]:
+        """Wait until Dataverse has delivered every webhook job (retries and duplicates included)."""
+        done = self.dataverse.wait_for_deliveries(timeout=timeout)
+        return {"done": done, **self.dataverse.stats()["webhooks"]}
+
     def sample_contacts(self, count: int, seed: int) -> list[str]:
         return random.Random(seed).sample(self.contact_ids, count)
 

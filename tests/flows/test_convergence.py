@@ -266,3 +266,18 @@ def test_a_change_handed_to_the_lease_holder_is_applied_before_it_lets_go(stack,
     release.set()
     holder.join(30)
     assert_converged(stack, app)
+
+
+def test_every_documented_answer_to_an_empty_delta_keeps_the_token_and_never_reloads(stack, app):
+    ids = stack.dataverse.seed_contacts(20, seed=9)
+    app.ingress.run()
+    stack.dataverse.empty_delta_response = "rotate"  # new deltaLink, none, then `{}`, and again
+    for _ in range(4):
+        stack.campaign.reset_counters()
+        report = app.ingress.run()
+        assert report.outcome == "succeeded" and report.counts["resyncs"] == 0
+        assert sum(stack.campaign.engine_calls.values()) == 0  # no full load: not even its probe
+    assert app.store.checkpoints.get("contacts_sync", "contacts").data["mode"] == "delta"
+    stack.dataverse.update_row("contact", ids[0], {"lastname": "AfterQuietRuns"})
+    app.ingress.run()
+    assert_converged(stack, app)

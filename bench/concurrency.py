@@ -1,0 +1,97 @@
+"""Scenario 4b: concurrent, out-of-order and repeated webhook deliveries on two host processes. Dataverse
+runs its asynchronous webhook jobs in parallel and out of order, sometimes twice, and on Flex Consumption
+several instances receive them: each contact changes three times in quick succession, Dataverse's
+emulator delivers the jobs with 16 workers and random delays (a tenth twice) through a balancer that
+hands each to one of two host processes, while Campaign answers slowly. The figure is how many profiles
+end different from Dynamics, with no sweep run after the deliveries."""
+
+from __future__ import annotations
+
+import random
+import threading
+from typing import TYPE_CHECKING
+
+import requests
+from werkzeug.wrappers import Request, Response
+
+from bench.processes import HostProcess, run_worker
+from bench.report import Goal
+from emulators.common import EmulatorServer
+
+if TYPE_CHECKING:
+    from bench.scenarios import Bench
+
+VERSIONS = 3
+DELIVERY = {"webhook_workers": 16, "webhook_max_delay_seconds": 0.5, "webhook_duplicate_rate": 0.1}
+CAMPAIGN_LATENCY = {"latency_ms": 40, "latency_jitter_ms": 30}
+_HOP_HEADERS = {"host", "content-length", "connection", "accept-encoding"}
+
+
+class Balancer:
+    """Where the webhook is registered: forwards each delivery to one of the hosts, picked at random, and
+    answers with that host's status (what Azure's front end does for several instances)."""
+
+    def __init__(self, urls: list[str], seed: int) -> None:
+        self._urls = urls
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.server = EmulatorServer(self._wsgi).start()
+
+    @property
+    def url(self) -> str:
+        return f"{self.server.base_url}/api/webhook_d365"
+
+    def _wsgi(self, environ, start_response):
+        request = Request(environ)
+        with self._lock:
+            url = self._random.choice(self._urls)
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.trust_env = False
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        answer = session.post(url, data=request.get_data(), headers=headers, timeout=120)
+        return Response(answer.content, status=answer.status_code)(environ, start_response)
+
+
+def concurrent_deliveries(bench: Bench) -> None:
+    o = bench.o
+    count = o.concurrency_contacts
+    bench.log(f"4b concurrent deliveries: {count:,} contacts × {VERSIONS} versions on two host processes")
+    campaign = {"faults": CAMPAIGN_LATENCY}
+    with bench.stack("concurrency", count, dataverse=DELIVERY, campaign=campaign) as server:
+        settings = bench.settings(server)
+        bench.run("ingress", settings, server)
+        with (
+            HostProcess(settings, bench.workspace, name="a") as first,
+            HostProcess(settings, bench.workspace, name="b") as second,
+        ):
+            balancer = Balancer([first.webhook_url, second.webhook_url], seed=o.seed)
+            try:
+                run_worker(
+                    "setup",
+                    settings,
+                    bench.workspace,
+                    timeout=120,
+                    extra=["--webhook-url", balancer.url, "--function-key=balanced"],
+                )
+                server.call("edit_versions", count=count, versions=VERSIONS, seed=43)
+                deliveries = server.call("wait_deliveries", timeout=600)
+            finally:
+                balancer.server.stop()
+        state = server.call("compare")
+    mismatches = state["missing"] + state["extra"] + state["duplicates"] + state["differing"]
+    bench.figure(
+        "4",
+        "concurrent out-of-order deliveries: final mismatches",
+        mismatches if deliveries["done"] else None,
+        "records",
+        Goal("==", 0),
+        note=f"{count:,} contacts changed {VERSIONS} times; Dataverse delivered {deliveries['delivered']:,} "
+        f"jobs ({deliveries['duplicates']} twice, {deliveries['failed']} failed) with "
+        f"{DELIVERY['webhook_workers']} workers and up to {DELIVERY['webhook_max_delay_seconds']} s of "
+        f"random delay each, to two host processes; Campaign latency {CAMPAIGN_LATENCY['latency_ms']} ± "
+        f"{CAMPAIGN_LATENCY['latency_jitter_ms']} ms; no sweep after the deliveries"
+        + (f"; e.g. {state['example']}" if state.get("example") else ""),
+    )
