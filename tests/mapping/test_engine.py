@@ -268,3 +268,24 @@ def test_a_webhook_record_maps_like_the_same_webapi_row():
     assert row.version == 1001 and row.values["address1_city"] == "London"
     engine = MappingEngine(mapping(), columns=COLUMNS)
     assert engine.map(row).payload == mapped(webapi_row()).payload
+
+
+def test_a_webhook_without_row_version_is_ordered_by_the_images_versionnumber_else_by_modifiedon():
+    changed = datetime(2026, 11, 20, 10, 5, tzinfo=UTC)
+    with_image = ChangeRecord(
+        message="Update",
+        table="contact",
+        id=CONTACT_ID,
+        attributes={"firstname": "Ada", "modifiedon": changed},
+        post_image={"contactid": CONTACT_ID, "versionnumber": 1002, "modifiedon": changed},
+    )
+    row = source_row_from_webhook(with_image, id_column="contactid")
+    assert (row.version, row.modified_on) == (1002, changed)
+    bare = ChangeRecord(
+        message="Update",
+        table="contact",
+        id=CONTACT_ID,
+        attributes={"firstname": "Ada", "modifiedon": changed},
+    )
+    row = source_row_from_webhook(bare, id_column="contactid")
+    assert (row.version, row.modified_on) == (None, changed)
