@@ -15,7 +15,6 @@ import os
 import random
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,9 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from emulators.azurite import Azurite
+from emulators.processes import HostProcess
 from emulators.stack import VEHICLE_MAPPING, Stack
 
 ROOT = Path(__file__).resolve().parents[1]
+# Dataverse's asynchronous service delivers webhook jobs in parallel, out of order and now and then twice.
+LIKE_DATAVERSE = {"webhook_workers": 8, "webhook_max_delay_seconds": 0.2, "webhook_duplicate_rate": 0.05}
 ACTIVITY_TABLES = {
     "send": "acs_emailsend",
     "open": "acs_emailopen",
@@ -100,7 +102,7 @@ class Demo:
             "started_at": datetime.now(UTC).isoformat(),
             "settings": dict(self.counts),
         }
-        self.host: subprocess.Popen | None = None
+        self.host: HostProcess | None = None
         self.azurite: Azurite | None = None
         self.stack: Stack | None = None
         self.tmp = tempfile.TemporaryDirectory(prefix="acsd365-demo-")
@@ -111,7 +113,7 @@ class Demo:
         c = self.console
         c.step("Starting Azurite, the Dataverse and Campaign emulators")
         self.azurite = Azurite().start()
-        self.stack = Stack(azurite=self.azurite).start()
+        self.stack = Stack(azurite=self.azurite, dataverse_options=LIKE_DATAVERSE).start()
         c.info(f"Dataverse  {self.stack.dataverse.api_url}")
         c.info(f"Campaign   {self.stack.campaign.campaign_url}")
         c.info(f"Azurite    table port {self.azurite.ports['table']}, blob port {self.azurite.ports['blob']}")
@@ -132,67 +134,20 @@ class Demo:
     def start_host(self) -> None:
         c = self.console
         c.step("Starting the local functions host (what `func start` does)")
-        folder = Path(self.tmp.name)
-        (folder / "local.settings.json").write_text(
-            json.dumps(
-                {"IsEncrypted": False, "Values": {"FUNCTIONS_WORKER_RUNTIME": "python", **self.settings}}
-            )
-        )
-        self._host_log = open(folder / "host.log", "w")  # noqa: SIM115 - the host process owns it until stop()
-        self.keys = {"masterKey": os.urandom(16).hex(), "functionKeys": {"default": os.urandom(16).hex()}}
-        (folder / "keys.json").write_text(json.dumps(self.keys))
-        self.host = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "emulators.funchost",
-                "--port",
-                "0",
-                "--settings",
-                str(folder / "local.settings.json"),
-                "--keys",
-                str(folder / "keys.json"),
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=self._host_log,
-            text=True,
-            start_new_session=True,
-        )
-        first_line = self.host.stdout.readline()
-        if not first_line:
-            raise RuntimeError(f"the functions host did not start; see {folder / 'host.log'}")
-        self.host_url = json.loads(first_line)["base_url"]
+        self.host = HostProcess(self.settings, Path(self.tmp.name), timers=True)
         c.info(
-            f"Functions host {self.host_url} (functions: contacts_sync, events_push, optout_sync, "
+            f"Functions host {self.host.base_url} (functions: contacts_sync, events_push, optout_sync, "
             "webhook_d365, …)"
         )
 
     def stop(self) -> None:
-        if self.host is not None and self.host.poll() is None:
-            os.killpg(self.host.pid, signal.SIGTERM)
-            try:
-                self.host.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.host.pid, signal.SIGKILL)
-        if getattr(self, "_host_log", None) is not None:
-            self._host_log.close()
+        if self.host is not None:
+            self.host.stop()
         if self.stack is not None:
             self.stack.stop()
         if self.azurite is not None:
             self.azurite.stop()
         self.tmp.cleanup()
-
-    def trigger(self, function: str) -> None:
-        import requests
-
-        answer = requests.post(
-            f"{self.host_url}/admin/functions/{function}",
-            headers={"x-functions-key": self.keys["masterKey"]},
-            json={"input": ""},
-            timeout=10,
-        )
-        answer.raise_for_status()
 
     # -- the story ---------------------------------------------------------------------------------------
 
@@ -230,9 +185,9 @@ class Demo:
                 "d365",
                 "setup",
                 "--webhook-url",
-                f"{self.host_url}/api/webhook_d365",
+                f"{self.host.base_url}/api/webhook_d365",
                 # `=`: a generated key may start with "-", which argparse would take for an option
-                f"--function-key={self.keys['functionKeys']['default']}",
+                f"--function-key={self.host.function_key}",
             ],
             out=out,
         )
@@ -247,7 +202,7 @@ class Demo:
         c.step("Initial load: contacts_sync reads Dynamics by change tracking and writes Campaign")
         campaign.reset_counters()
         started = time.monotonic()
-        self.trigger("contacts_sync")
+        self.host.trigger("contacts_sync")
         while True:
             done = campaign.engine_calls["insert"]
             rate = done / max(time.monotonic() - started, 1e-6)
@@ -275,7 +230,7 @@ class Demo:
         rng = random.Random(11)
         c.step(
             f"Live changes in Dynamics: {edits} edits, {edits // 10} deletes, {edits // 4} opt-outs "
-            "(webhook → Campaign)"
+            "(webhook → Campaign; delivered as Dataverse does: concurrently, out of order, some twice)"
         )
         campaign.reset_counters()
         pending: dict[str, tuple[float, Callable[[], bool]]] = {}

@@ -64,8 +64,9 @@ def tail(log: Path, lines: int = 15) -> str:
 
 
 class HostProcess:
-    """The local functions host (what `func start` does) in a process of its own, timers off: its
-    HTTP functions only. Settings and keys files and the log are written into `folder`."""
+    """The local functions host (what `func start` does) in a process of its own; with `timers` off, its
+    HTTP functions only (timers still run on demand through the admin API). Settings and keys files and
+    the log are written into `folder`."""
 
     def __init__(
         self,
@@ -73,6 +74,7 @@ class HostProcess:
         folder: Path,
         *,
         name: str = "host",
+        timers: bool = False,
         on_start: Callable[[int], None] | None = None,
     ) -> None:
         settings_file = folder / f"{name}.settings.json"
@@ -89,7 +91,7 @@ class HostProcess:
                 "emulators.funchost",
                 "--port",
                 "0",
-                "--no-timers",
+                *([] if timers else ["--no-timers"]),
                 "--settings",
                 str(settings_file),
                 "--keys",
@@ -107,6 +109,18 @@ class HostProcess:
     @property
     def webhook_url(self) -> str:
         return f"{self.base_url}/api/webhook_d365?code={self.function_key}"
+
+    def trigger(self, function: str) -> None:
+        """Run a timer function now, as the real host's admin API does."""
+        import requests  # only the callers that trigger need it
+
+        answer = requests.post(
+            f"{self.base_url}/admin/functions/{function}",
+            headers={"x-functions-key": self.keys["masterKey"]},
+            json={"input": ""},
+            timeout=10,
+        )
+        answer.raise_for_status()
 
     def stop(self) -> None:
         end(self.process)
