@@ -126,6 +126,18 @@ def test_setup_creates_everything_on_a_bare_organisation_and_a_second_run_change
         for m in ("Create", "Update")
         for t in ("contact", "cr123_gadget")
     }
+    # The post images carry the version and modifiedon, so a delivery can be ordered without a read.
+    contact_update = next(
+        i for i in images if i["sdkmessageprocessingstepid"] == update["sdkmessageprocessingstepid"]
+    )
+    assert set(contact_update["attributes"].split(",")) == {
+        "contactid",
+        "firstname",
+        "lastname",
+        "emailaddress1",
+        "versionnumber",
+        "modifiedon",
+    }
 
     again, second_output = setup(app, *webhook_options())
 

@@ -298,7 +298,8 @@ class RecordWriter:
 
     def _leave_filter(self, ctx: MappingContext, base: LedgerRecord, *, in_doubt: bool) -> Outcome:
         row_filter = ctx.mapping.filter
-        in_campaign = base.target_key and (base.status == RecordStatus.SYNCED or in_doubt)
+        # In doubt, Campaign may hold the record whatever the ledger says: the deletion looks it up by key.
+        in_campaign = in_doubt or (base.target_key and base.status == RecordStatus.SYNCED)
         if in_campaign and row_filter is not None and row_filter.delete_filtered_out:
             excluded = settled(status=RecordStatus.EXCLUDED, target_key=None, content_hash=None)
             held = self._acquire(base)
