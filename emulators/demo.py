@@ -122,6 +122,7 @@ class Demo:
             CONTACTS_SYNC_SCHEDULE="*/15 * * * * *",
             EVENTS_PUSH_SCHEDULE="*/5 * * * * *",
             OPTOUT_SYNC_SCHEDULE="*/5 * * * * *",
+            VERIFY_SCHEDULE="0 30 2 * * *",  # switched off (VERIFY_SYNC_ENABLED); the demo runs verify itself
             FUNCTION_TIME_BUDGET_SECONDS="60",
             ACS_REQUESTS_PER_SECOND="2000",
             ACS_MAX_CONCURRENCY="8",
@@ -359,6 +360,32 @@ class Demo:
 
     # -- verdict -------------------------------------------------------------------------------------------
 
+    def verify(self) -> list[str]:
+        """`python -m shared.cli verify`: both systems compared record by record, per mapping, with the
+        mapping's own rules; its JSON lines are printed and kept in the report."""
+        from shared.app import App
+        from shared.cli import main as cli
+        from shared.settings import load_settings
+
+        c = self.console
+        c.step("Verify: `python -m shared.cli verify` reads both systems and compares every record")
+        out = io.StringIO()
+        code = cli(["verify"], app=App(load_settings(self.settings)), out=out)
+        lines = out.getvalue().splitlines()
+        for line in lines:
+            print(line if line.startswith("{") else f"  {line}", flush=True)
+        results = [json.loads(line) for line in lines if line.startswith("{")]
+        self.report["verify"] = results
+        problems = [
+            f"verify: {r['mapping']}: {r['remaining']} record(s) differ "
+            f"({r['missing']} missing, {r['extra']} extra, {r['mismatched']} mismatched)"
+            for r in results
+            if r.get("remaining")
+        ]
+        if code == 2:
+            problems.append("verify failed: " + "; ".join(r.get("error") or "" for r in results))
+        return problems
+
     def health_check(self) -> list[str]:
         """Both systems agree: every Dynamics contact is a Campaign profile with the mapped values and the
         same opt-out flags, nothing extra in Campaign, every vehicle there, no dead letters."""
@@ -454,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         demo.live_changes()
         demo.campaign_optouts()
         demo.email_events()
-        problems = demo.health_check()
+        problems = demo.verify() + demo.health_check()
     except KeyboardInterrupt:
         print("\ninterrupted: stopping everything the demo started", flush=True)
         problems = ["interrupted"]

@@ -90,10 +90,16 @@ param eventsPushSchedule string = '0 1-59/5 * * * *'
 @description('Campaign opt-out changes → Dynamics.')
 param optoutSyncSchedule string = '0 2-59/5 * * * *'
 
+@description('Drift check with repair (verify_sync), when enabled: daily at 02:30 UTC.')
+param verifySchedule string = '0 30 2 * * *'
+
 param contactsSyncEnabled bool = true
 param eventsPushEnabled bool = true
 param optoutSyncEnabled bool = true
 param webhookEnabled bool = true
+
+@description('Run verify_sync: compare Dynamics and Campaign record by record and repair drift (off by default).')
+param verifySyncEnabled bool = false
 
 @description('Seconds a timer run works before it stops cleanly; below host.json functionTimeout (10 minutes).')
 @minValue(30)
@@ -240,10 +246,12 @@ var appSettings = {
   CONTACTS_SYNC_SCHEDULE: contactsSyncSchedule
   EVENTS_PUSH_SCHEDULE: eventsPushSchedule
   OPTOUT_SYNC_SCHEDULE: optoutSyncSchedule
+  VERIFY_SCHEDULE: verifySchedule
   CONTACTS_SYNC_ENABLED: string(contactsSyncEnabled)
   EVENTS_PUSH_ENABLED: string(eventsPushEnabled)
   OPTOUT_SYNC_ENABLED: string(optoutSyncEnabled)
   WEBHOOK_ENABLED: string(webhookEnabled)
+  VERIFY_SYNC_ENABLED: string(verifySyncEnabled)
   WEBHOOK_SHARED_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${secretNames.webhookSharedSecret})'
   FUNCTION_TIME_BUDGET_SECONDS: string(functionTimeBudgetSeconds)
   REPLAY_MAX_ROWS: string(replayMaxRows)

@@ -20,6 +20,8 @@ from shared.d365.client import DataverseClient
 from shared.flows.events import EventsFlow, EventsOptions
 from shared.flows.ingress import IngressFlow, IngressOptions
 from shared.flows.optout import OptOutFlow, OptOutOptions, OptOutReconciler
+from shared.flows.verify import FLOW as VERIFY_FLOW
+from shared.flows.verify import Verifier, VerifyOptions
 from shared.flows.webhook import WebhookEndpoint, WebhookResponse
 from shared.logs import log_event
 from shared.mapping.model import SyncConfig, load_sync_config
@@ -142,6 +144,19 @@ class App:
         )
 
     @cached_property
+    def verifier(self) -> Verifier:
+        s = self.settings
+        return Verifier(
+            self.ingress,
+            VerifyOptions(
+                dynamics_page_size=s.d365_page_size,
+                campaign_page_size=s.acs_page_size,
+                workers=2 * s.acs_max_concurrency,  # as the ingress: ledger I/O overlaps Campaign calls
+                time_budget_seconds=s.function_time_budget_seconds,
+            ),
+        )
+
+    @cached_property
     def events(self) -> EventsFlow:
         s = self.settings
         if not (s.acs_events_journal_url and s.acs_ims_org_id):
@@ -201,6 +216,9 @@ class App:
 
     def events_push(self, *, past_due: bool = False) -> RunReport:
         return self._timer("events_push", lambda: self.events.run(), past_due=past_due)
+
+    def verify_sync(self, *, past_due: bool = False) -> RunReport:
+        return self._timer(VERIFY_FLOW, lambda: self.verifier.run(), past_due=past_due)
 
     def webhook(self, method: str, body: bytes, headers: Any) -> WebhookResponse:
         if not self.settings.webhook_enabled:

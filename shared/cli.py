@@ -341,6 +341,70 @@ def dry_run(args: argparse.Namespace, context: CommandContext) -> int:
     return WARNINGS if summary[ERROR] else OK
 
 
+# -- verify -------------------------------------------------------------------------------------------
+
+
+def _verify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mapping", help="only this table mapping (name or Dynamics table); default: every enabled one"
+    )
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="write what Dynamics holds for every drifted record (the normal write path and ledger), "
+        "then check those records again",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="a quick sample: only the first N Dynamics rows of each mapping, looked up in Campaign by key "
+        "(extra Campaign records are not searched for)",
+    )
+
+
+@command(
+    "verify",
+    help="Compare Dynamics and Campaign record by record (the key and the fields that apply updates) and "
+    "report drift: missing, extra and mismatched Campaign records; --repair fixes it. Prints one JSON line "
+    "per mapping last. Exit 0: no drift (left), 1: drift, 2: failed.",
+    arguments=_verify_arguments,
+)
+def verify(args: argparse.Namespace, context: CommandContext) -> int:
+    from shared.flows.verify import MappingResult
+
+    if args.limit is not None and args.limit < 1:
+        context.print("failed: --limit must be at least 1")
+        return FAILED
+    config = context.app.config
+    mappings = [_mapping(context, args.mapping)] if args.mapping else [m for m in config.tables if m.enabled]
+    results = []
+    for mapping in mappings:
+        scope = f"first {args.limit:,} row(s)" if args.limit else "every record"
+        context.print(
+            f"Verifying '{mapping.name}' (Dynamics {mapping.d365_table} ↔ Campaign {mapping.acs_resource}), "
+            f"{scope}" + (", repairing drift" if args.repair else ", changing nothing")
+        )
+        try:
+            result = context.app.verifier.verify(
+                mapping,
+                repair=args.repair,
+                limit=args.limit,
+                progress=lambda text: context.print(f"  {text}"),
+            )
+        except ServiceError as exc:
+            context.print(f"  failed: {exc}")
+            result = MappingResult(mapping.name, sample=args.limit is not None, error=str(exc))
+        else:
+            context.print(f"  {result.summary()}")
+        results.append(result)
+    for result in results:
+        context.print(json.dumps(result.to_json(), default=str, ensure_ascii=False))
+    if any(result.error is not None for result in results):
+        return FAILED
+    return WARNINGS if any(result.drift_remains for result in results) else OK
+
+
 # -- status -------------------------------------------------------------------------------------------
 
 
@@ -381,6 +445,7 @@ def status(args: argparse.Namespace, context: CommandContext) -> int:
     _print_contacts_sync(context, flows["contacts_sync"])
     _print_events_push(context, flows["events_push"])
     _print_optout_sync(context, flows["optout_sync"])
+    _print_verify_sync(context, flows["verify_sync"])
     if report["problems"]:
         context.print()
         context.print("Problems:")
@@ -467,6 +532,23 @@ def _print_optout_sync(context: CommandContext, flow: dict[str, Any]) -> None:
     else:
         context.print("  Campaign changes: not read yet")
     _print_last_counts(context, flow)
+
+
+def _print_verify_sync(context: CommandContext, flow: dict[str, Any]) -> None:
+    context.print()
+    context.print(f"verify_sync (drift check with repair; schedule {flow['schedule']})")
+    drift = flow["drift"]
+    if drift is None:
+        switch = "" if flow["enabled"] else " (VERIFY_SYNC_ENABLED is off)"
+        context.print(f"  No drift check run yet{switch}")
+    else:
+        context.print(
+            f"  Last run: {drift['found']} drifted record(s) found ({drift['missing']} missing, "
+            f"{drift['extra']} extra, {drift['mismatched']} mismatched), {drift['repaired']} repaired, "
+            f"{drift['remaining']} still drifting"
+        )
+    for note in (flow["last_run"] or {}).get("notes", []):
+        context.print(f"  Note: {note}")
 
 
 # -- replay -------------------------------------------------------------------------------------------

@@ -51,15 +51,17 @@ class RecordPlan:
         return asdict(self)
 
 
-def _flatten(values: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+def flatten(values: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """A nested Campaign body as (field path, value) pairs: `{"location": {"city": x}}` → `location.city`."""
     for name, value in values.items():
         if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{name}.")
+            yield from flatten(value, f"{prefix}{name}.")
         else:
             yield f"{prefix}{name}", value
 
 
-def _lookup(record: dict[str, Any], path: str) -> Any:
+def lookup(record: dict[str, Any], path: str) -> Any:
+    """The value at a field path of a Campaign record (None when absent)."""
     value: Any = record
     for part in path.split("."):
         if not isinstance(value, dict):
@@ -68,7 +70,7 @@ def _lookup(record: dict[str, Any], path: str) -> Any:
     return value
 
 
-def _same(new: Any, old: Any) -> bool:
+def same(new: Any, old: Any) -> bool:
     """Would writing `new` leave `old` as it is? Campaign stores a null as the field's default (empty
     text, false, 0, or an enumeration's 'unknown') and renders timestamps its own way."""
     if new is None:
@@ -87,9 +89,9 @@ def diff(body: dict[str, Any], current: dict[str, Any] | None) -> list[FieldChan
     """The fields of `body` that would change `current` (every non-empty field when there is no current
     record)."""
     changes = []
-    for path, new in _flatten(body):
-        old = None if current is None else _lookup(current, path)
-        if not _same(new, old):
+    for path, new in flatten(body):
+        old = None if current is None else lookup(current, path)
+        if not same(new, old):
             changes.append(FieldChange(path, old, new))
     return changes
 

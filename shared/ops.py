@@ -13,7 +13,7 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.flows import events, ingress, optout
+from shared.flows import events, ingress, optout, verify
 from shared.logs import log_event
 from shared.store import RecordStatus
 
@@ -26,6 +26,7 @@ _SWITCHES = {
     ingress.FLOW: "contacts_sync_enabled",
     events.FLOW: "events_push_enabled",
     optout.FLOW: "optout_sync_enabled",
+    verify.FLOW: "verify_sync_enabled",
 }
 # What a contacts_sync checkpoint's mode means for an operator.
 _MODES = {
@@ -198,11 +199,41 @@ class _StatusBuilder:
             },
         )
 
+    def verify_sync(self) -> dict[str, Any]:
+        """The drift check: what its last run found, repaired and left (drift left is a problem)."""
+        flow = self.flow(verify.FLOW, {}, {}, schedule=self.app.settings.verify_schedule)
+        run = flow["last_run"]
+        drift = None
+        if run is not None and run["outcome"] != "disabled":
+            counts = run["counts"]
+            drift = {
+                "found": counts.get("drift", 0),
+                "missing": counts.get("missing", 0),
+                "extra": counts.get("extra", 0),
+                "mismatched": counts.get("mismatched", 0),
+                "repaired": counts.get("repaired", 0),
+                "remaining": counts.get("remaining", 0),
+            }
+            if flow["enabled"] and drift["remaining"]:
+                self.problems.append(
+                    f"{verify.FLOW}: {drift['remaining']} record(s) still differ between Dynamics and "
+                    "Campaign after the last run's repair (`verify` lists them)"
+                )
+                flow["state"] = "degraded"
+            if flow["enabled"] and run["outcome"] == "stopped_for_time":
+                self.problems.append(
+                    f"{verify.FLOW}: the last run ran out of time before it compared every record; run "
+                    "`verify --repair` from an operator shell (no time limit)"
+                )
+        flow["drift"] = drift
+        return flow
+
 
 def collect_status(app: App, *, now: datetime | None = None) -> dict[str, Any]:
     """The status of every flow: enabled, state, last run, checkpoints, ledger counts per table mapping
-    (synced / excluded / deleted / failed / dead), dead letters, backlog, and the problems found
-    (`healthy` is True when there are none). Logs one `ops.status` line per flow for alerting.
+    (synced / excluded / deleted / failed / dead), dead letters, backlog, the drift the last `verify_sync`
+    run found and repaired, and the problems found (`healthy` is True when there are none). Logs one
+    `ops.status` line per flow for alerting.
 
     The ledger counts scan each mapping's ledger rows (the status column only): cheap for
     thousands of records, seconds for millions."""
@@ -212,6 +243,7 @@ def collect_status(app: App, *, now: datetime | None = None) -> dict[str, Any]:
         ingress.FLOW: builder.contacts_sync(),
         events.FLOW: builder.events_push(),
         optout.FLOW: builder.optout_sync(),
+        verify.FLOW: builder.verify_sync(),
     }
     for name, flow in flows.items():
         records = flow["records"].values()

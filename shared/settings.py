@@ -96,6 +96,7 @@ class AppSettings(BaseSettings):
     contacts_sync_schedule: str = "0 */5 * * * *"
     events_push_schedule: str = "0 */5 * * * *"
     optout_sync_schedule: str = "0 */5 * * * *"
+    verify_schedule: str = Field("0 30 2 * * *", description="the drift check: daily, 02:30 UTC")
 
     # --- Retries of every HTTP call (429/5xx/connection errors; Retry-After always wins) ----------
     http_max_retries: int = Field(6, ge=0, le=20)
@@ -114,6 +115,7 @@ class AppSettings(BaseSettings):
     webhook_enabled: bool = True
     events_push_enabled: bool = True
     optout_sync_enabled: bool = True
+    verify_sync_enabled: bool = Field(False, description="the daily drift check with repair (verify_sync)")
     optout_direction: OptOutDirection | None = Field(None, description="overrides the sync config")
     event_types: str | None = Field(None, description="comma list overriding the sync config's toggles")
 
@@ -132,7 +134,9 @@ class AppSettings(BaseSettings):
         "d365_org_url", "d365_authority_host", "acs_base_url", "acs_ims_token_url", "acs_events_journal_url"
     )(lambda value: value if value is None else _https_url(value))
 
-    @field_validator("contacts_sync_schedule", "events_push_schedule", "optout_sync_schedule")
+    @field_validator(
+        "contacts_sync_schedule", "events_push_schedule", "optout_sync_schedule", "verify_schedule"
+    )
     @classmethod
     def _ncrontab(cls, value: str) -> str:
         if not _NCRONTAB.match(value):

@@ -183,6 +183,18 @@ class CampaignEmulator:
         values = self.store.table("profile").resource.validate(changes, extended=True)
         self.store.update("profile", pkey, values)
 
+    def put_duplicate(self, pkey: str, resource: str = "profile") -> str:
+        """Test hook: a copy of a record under a new PKey with the same identification key, as a Campaign
+        instance without a unique index on that key allows (listings and the key's filter find both)."""
+        with self.store.lock:
+            table = self.store.table(resource)
+            original = table.get(pkey)
+            if original is None:
+                raise KeyError(pkey)
+            skip = {"PKey", "href", "created", "lastModified"}
+            values = {name: value for name, value in copy_row(original).items() if name not in skip}
+            return table.insert(values, unique_key=False)["PKey"]
+
     def publish_events(
         self, events: list[dict[str, Any]], *, duplicate_rate: float = 0.0, shuffle_seed: int | None = None
     ) -> list[str]:

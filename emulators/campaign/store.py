@@ -63,7 +63,8 @@ class Table:
         self._rows: dict[int, dict[str, Any]] = {}
         self._ids: list[int] = []  # ascending = Campaign's default order
         self._by_pkey: dict[str, int] = {}
-        self._by_key: dict[str, int] = {}  # identification key value (when not empty) -> row id
+        # identification key value (when not empty) -> row ids: one, unless a test planted a duplicate
+        self._by_key: dict[str, list[int]] = {}
         self._by_email: dict[str, set[int]] = {}
         self._next_id = 1
         self._version = 0
@@ -75,8 +76,9 @@ class Table:
 
     # -- writes ---------------------------------------------------------------------------------------
 
-    def insert(self, values: dict[str, Any]) -> dict[str, Any]:
-        self._check_key(values, None)
+    def insert(self, values: dict[str, Any], *, unique_key: bool = True) -> dict[str, Any]:
+        if unique_key:
+            self._check_key(values, None)
         row = {"PKey": "@" + secrets.token_urlsafe(42), **self.resource.defaults()}
         now = campaign_timestamp(self._clock.now())
         row_id = self._next_id
@@ -140,8 +142,7 @@ class Table:
         value = values.get(key) if key else None
         if not value:
             return
-        owner = self._by_key.get(value)
-        if owner is not None and owner != row_id:
+        if any(owner != row_id for owner in self._by_key.get(value, ())):
             table = self.resource.schema.replace(":", "")
             raise DataError(
                 "PGS-220000",
@@ -153,14 +154,17 @@ class Table:
     def _index(self, row_id: int, row: dict[str, Any]) -> None:
         key = self.resource.key
         if key and row.get(key):
-            self._by_key[row[key]] = row_id
+            self._by_key.setdefault(row[key], []).append(row_id)
         if row.get("email"):
             self._by_email.setdefault(row["email"].lower(), set()).add(row_id)
 
     def _unindex(self, row_id: int, row: dict[str, Any]) -> None:
         key = self.resource.key
-        if key and row.get(key) and self._by_key.get(row[key]) == row_id:
-            del self._by_key[row[key]]
+        owners = self._by_key.get(row[key]) if key and row.get(key) else None
+        if owners and row_id in owners:
+            owners.remove(row_id)
+            if not owners:
+                del self._by_key[row[key]]
         if row.get("email"):
             owners = self._by_email.get(row["email"].lower())
             if owners is not None:
@@ -175,8 +179,8 @@ class Table:
         return None if row_id is None else self._rows[row_id]
 
     def get_by_key(self, value: str) -> dict[str, Any] | None:
-        row_id = self._by_key.get(value)
-        return None if row_id is None else self._rows[row_id]
+        owners = self._by_key.get(value)
+        return self._rows[owners[0]] if owners else None
 
     def rows(self) -> Iterator[dict[str, Any]]:
         return (self._rows[row_id] for row_id in self._ids)
@@ -245,8 +249,7 @@ class Table:
     def _indexed_candidates(self, conditions: list[Condition]) -> set[int] | None:
         for spec, value in conditions:
             if spec.kind == "equals" and spec.field == self.resource.key:
-                row_id = self._by_key.get(value)
-                return set() if row_id is None else {row_id}
+                return set(self._by_key.get(value, ()))
             if spec.kind == "equals" and spec.field == "email":
                 return set(self._by_email.get(value.lower(), ()))
         return None

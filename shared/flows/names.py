@@ -5,3 +5,4 @@ CONTACTS_SYNC = "contacts_sync"
 REPLAY = "replay"  # checkpoint rows (REPLAY, mapping) are replay requests for contacts_sync
 OPTOUT_SYNC = "optout_sync"
 EVENTS_PUSH = "events_push"
+VERIFY_SYNC = "verify_sync"
