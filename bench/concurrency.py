@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import threading
-from typing import TYPE_CHECKING
 
 import requests
 from werkzeug.wrappers import Request, Response
@@ -17,9 +16,6 @@ from werkzeug.wrappers import Request, Response
 from bench.processes import HostProcess, run_worker
 from bench.report import Goal
 from emulators.common import EmulatorServer
-
-if TYPE_CHECKING:
-    from bench.scenarios import Bench
 
 VERSIONS = 3
 DELIVERY = {"webhook_workers": 16, "webhook_max_delay_seconds": 0.5, "webhook_duplicate_rate": 0.1}
@@ -55,43 +51,48 @@ class Balancer:
         return Response(answer.content, status=answer.status_code)(environ, start_response)
 
 
-def concurrent_deliveries(bench: Bench) -> None:
-    o = bench.o
-    count = o.concurrency_contacts
-    bench.log(f"4b concurrent deliveries: {count:,} contacts × {VERSIONS} versions on two host processes")
-    campaign = {"faults": CAMPAIGN_LATENCY}
-    with bench.stack("concurrency", count, dataverse=DELIVERY, campaign=campaign) as server:
-        settings = bench.settings(server)
-        bench.run("ingress", settings, server)
-        with (
-            HostProcess(settings, bench.workspace, name="a") as first,
-            HostProcess(settings, bench.workspace, name="b") as second,
-        ):
-            balancer = Balancer([first.webhook_url, second.webhook_url], seed=o.seed)
-            try:
-                run_worker(
-                    "setup",
-                    settings,
-                    bench.workspace,
-                    timeout=120,
-                    extra=["--webhook-url", balancer.url, "--function-key=balanced"],
-                )
-                server.call("edit_versions", count=count, versions=VERSIONS, seed=43)
-                deliveries = server.call("wait_deliveries", timeout=600)
-            finally:
-                balancer.server.stop()
-        state = server.call("compare")
-    mismatches = state["missing"] + state["extra"] + state["duplicates"] + state["differing"]
-    bench.figure(
-        "4",
-        "concurrent out-of-order deliveries: final mismatches",
-        mismatches if deliveries["done"] else None,
-        "records",
-        Goal("==", 0),
-        note=f"{count:,} contacts changed {VERSIONS} times; Dataverse delivered {deliveries['delivered']:,} "
-        f"jobs ({deliveries['duplicates']} twice, {deliveries['failed']} failed) with "
-        f"{DELIVERY['webhook_workers']} workers and up to {DELIVERY['webhook_max_delay_seconds']} s of "
-        f"random delay each, to two host processes; Campaign latency {CAMPAIGN_LATENCY['latency_ms']} ± "
-        f"{CAMPAIGN_LATENCY['latency_jitter_ms']} ms; no sweep after the deliveries"
-        + (f"; e.g. {state['example']}" if state.get("example") else ""),
-    )
+class ConcurrentDeliveries:
+    """The scenario as a part of `bench.scenarios.Bench` (which provides `o`, `stack`, `settings`, `run`,
+    `figure`, `log` and `workspace`)."""
+
+    def concurrency(self) -> None:
+        o = self.o
+        count = o.concurrency_contacts
+        self.log(f"4b concurrent deliveries: {count:,} contacts × {VERSIONS} versions on two host processes")
+        campaign = {"faults": CAMPAIGN_LATENCY}
+        with self.stack("concurrency", count, dataverse=DELIVERY, campaign=campaign) as server:
+            settings = self.settings(server)
+            self.run("ingress", settings, server)
+            with (
+                HostProcess(settings, self.workspace, name="a") as first,
+                HostProcess(settings, self.workspace, name="b") as second,
+            ):
+                balancer = Balancer([first.webhook_url, second.webhook_url], seed=o.seed)
+                try:
+                    run_worker(
+                        "setup",
+                        settings,
+                        self.workspace,
+                        timeout=120,
+                        extra=["--webhook-url", balancer.url, "--function-key=balanced"],
+                    )
+                    server.call("edit_versions", count=count, versions=VERSIONS, seed=43)
+                    deliveries = server.call("wait_deliveries", timeout=600)
+                finally:
+                    balancer.server.stop()
+            state = server.call("compare")
+        mismatches = state["missing"] + state["extra"] + state["duplicates"] + state["differing"]
+        self.figure(
+            "4",
+            "concurrent out-of-order deliveries: final mismatches",
+            mismatches if deliveries["done"] else None,
+            "records",
+            Goal("==", 0),
+            note=f"{count:,} contacts changed {VERSIONS} times; Dataverse delivered "
+            f"{deliveries['delivered']:,} jobs ({deliveries['duplicates']} twice, "
+            f"{deliveries['failed']} failed) with "
+            f"{DELIVERY['webhook_workers']} workers and up to {DELIVERY['webhook_max_delay_seconds']} s of "
+            f"random delay each, to two host processes; Campaign latency {CAMPAIGN_LATENCY['latency_ms']} ± "
+            f"{CAMPAIGN_LATENCY['latency_jitter_ms']} ms; no sweep after the deliveries"
+            + (f"; e.g. {state['example']}" if state.get("example") else ""),
+        )

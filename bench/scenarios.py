@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from bench.concurrency import concurrent_deliveries
+from bench.concurrency import ConcurrentDeliveries
 from bench.processes import (
     HostProcess,
     SendersProcess,
@@ -133,7 +133,7 @@ def _dataverse_attempts(stats: dict[str, Any]) -> int:
     return d["requests"] + sum(d["faults"].values()) + sum(d["rejected"].values())
 
 
-class Bench:
+class Bench(ConcurrentDeliveries):
     """One lane of the benchmark: its stacks run one after the other. Lanes run side by side and share
     `figures` and `facts`; `comparisons` derives the figures that need more than one lane."""
 
@@ -418,9 +418,6 @@ class Bench:
             note=f"answers {result['statuses']}, outcomes {result['outcomes']}"
             + "".join([f"; {c['status']}: {c['error']}" for c in result["changes"] if "error" in c][:3]),
         )
-
-    def concurrency(self) -> None:
-        concurrent_deliveries(self)
 
     # -- 5 on its own stack -------------------------------------------------------------------------------
 
