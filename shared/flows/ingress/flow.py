@@ -21,11 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from shared.acs.client import CampaignClient
 from shared.d365.client import DataverseClient
 from shared.d365.webhook import ChangeRecord
-from shared.errors import AuthenticationError, ServiceError
+from shared.errors import ServiceError
 from shared.flows.deadline import Deadline
 from shared.flows.ingress.common import FLOW, IngressOptions, MappingContext, Mode, Outcome
 from shared.flows.ingress.pages import ChangeTrackingRead, process
 from shared.flows.ingress.records import RecordWriter, already_applied, ordered
+from shared.flows.mappings import each_mapping
 from shared.flows.optout import OptOutReconciler
 from shared.logs import correlation, log_event
 from shared.mapping.engine import ColumnInfo, MappingEngine, source_row_from_webapi, source_row_from_webhook
@@ -184,26 +185,14 @@ class IngressFlow:
     def run(self) -> RunReport:
         report = RunReport(FLOW)
         deadline = Deadline(self.options.time_budget_seconds, self._clock)
-        outcome = "succeeded"
         with correlation(f"run-{report.run_id}"), ThreadPoolExecutor(self.options.workers) as pool:
-            for mapping in self.config.tables:
-                if not mapping.enabled:
-                    continue
-                try:
-                    ctx = self.context(mapping)
-                    self._retry_failed(ctx, report, deadline, pool)
-                    finished = self.reader.run(ctx, report, deadline, pool)
-                except AuthenticationError as exc:
-                    report.error(mapping=mapping.name, error=str(exc))
-                    outcome = "failed"
-                    break
-                except ServiceError as exc:
-                    report.error(mapping=mapping.name, error=str(exc))
-                    outcome = "partial"
-                    continue
-                if not finished:
-                    outcome = "stopped_for_time"
-                    break
+
+            def sync(mapping: TableMapping) -> str | None:
+                ctx = self.context(mapping)
+                self._retry_failed(ctx, report, deadline, pool)
+                return None if self.reader.run(ctx, report, deadline, pool) else "stopped_for_time"
+
+            outcome = each_mapping(self.config.tables, report, sync)
         report.finish(outcome if report.counts["dead"] == 0 or outcome != "succeeded" else "partial")
         self.store.reports.save(report)
         log_event(

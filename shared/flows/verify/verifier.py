@@ -18,6 +18,7 @@ from shared.errors import AuthenticationError, ServiceError
 from shared.flows import names
 from shared.flows.deadline import Deadline
 from shared.flows.ingress import IngressFlow, MappingContext
+from shared.flows.mappings import each_mapping
 from shared.flows.verify.rules import EXCLUDED, UNMAPPABLE, DriftRules, DynamicsRow, Finding, MappingResult
 from shared.flows.verify.running import Progress, Stopped, bounded
 from shared.flows.verify.spill import Spill
@@ -350,21 +351,10 @@ class Verifier:
         save a run report with the drift counts."""
         report = RunReport(FLOW)
         deadline = Deadline(self.options.time_budget_seconds, self._clock)
-        outcome = "succeeded"
         with correlation(f"run-{report.run_id}"):
-            for mapping in self.ingress.config.tables:
-                if not mapping.enabled:
-                    continue
-                try:
-                    result = self.verify(mapping, repair=True, deadline=deadline)
-                except AuthenticationError as exc:
-                    report.error(mapping=mapping.name, error=str(exc))
-                    outcome = "failed"
-                    break
-                except ServiceError as exc:
-                    report.error(mapping=mapping.name, error=str(exc))
-                    outcome = "partial"
-                    continue
+
+            def check(mapping: TableMapping) -> str | None:
+                result = self.verify(mapping, repair=True, deadline=deadline)
                 _record(report, result)
                 if not result.complete:
                     report.notes.append(
@@ -372,10 +362,10 @@ class Verifier:
                         f"`python -m shared.cli verify --mapping {mapping.name} --repair` from an operator "
                         "shell (no time limit)"
                     )
-                    outcome = "stopped_for_time"
-                    break
-                if result.remaining and outcome == "succeeded":
-                    outcome = "partial"
+                    return "stopped_for_time"
+                return "partial" if result.remaining else None
+
+            outcome = each_mapping(self.ingress.config.tables, report, check)
         report.finish(outcome)
         self.ingress.store.reports.save(report)
         totals = {name: report.counts[name] for name in ("drift", "repaired", "remaining")}
