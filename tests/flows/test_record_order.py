@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.flows.ingress import Outcome
-from shared.flows.ingress.records import already_applied, ordered
+from shared.flows.ingress.order import already_applied, ordered
 from shared.mapping.engine import SourceRow
 from shared.store import LedgerRecord
 

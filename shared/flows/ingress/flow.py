@@ -24,8 +24,9 @@ from shared.d365.webhook import ChangeRecord
 from shared.errors import ServiceError
 from shared.flows.deadline import Deadline
 from shared.flows.ingress.common import FLOW, IngressOptions, MappingContext, Mode, Outcome
+from shared.flows.ingress.order import already_applied, ordered
 from shared.flows.ingress.pages import ChangeTrackingRead, process
-from shared.flows.ingress.records import RecordWriter, already_applied, ordered
+from shared.flows.ingress.records import RecordWriter
 from shared.flows.mappings import each_mapping
 from shared.flows.optout import OptOutReconciler
 from shared.logs import correlation, log_event
