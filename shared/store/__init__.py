@@ -4,7 +4,6 @@ run reports in Blob storage. `StateStore` bundles them; `StateStore.from_setting
 
 from shared.store.checkpoints import Checkpoint, CheckpointConflict, CheckpointStore
 from shared.store.deadletters import DeadLetter, DeadLetterStore
-from shared.store.etag import ConcurrentChange
 from shared.store.failures import FailureBook, RetryLimits, Verdict
 from shared.store.ledger import LedgerConflict, LedgerRecord, RecordLedger, RecordStatus
 from shared.store.reports import RunReport, RunReportStore
@@ -14,7 +13,6 @@ __all__ = [
     "Checkpoint",
     "CheckpointConflict",
     "CheckpointStore",
-    "ConcurrentChange",
     "DeadLetter",
     "DeadLetterStore",
     "FailureBook",

@@ -84,7 +84,6 @@ class LedgerRecord:
     lease: str | None = None  # the holder's token while status is WRITING
     recheck: bool = False  # the target may not hold the newest source state: re-read before releasing
     etag: str | None = None
-    stored_at: datetime | None = None  # the storage service's time of the last write (marks included)
 
     def evolve(self, **changes: Any) -> LedgerRecord:
         return replace(self, **changes)
@@ -149,7 +148,6 @@ def _from_entity(entity: Any) -> LedgerRecord:
         lease=entity.get("lease") or None,
         recheck=bool(entity.get("recheck")),
         etag=entity.metadata.get("etag"),
-        stored_at=entity.metadata.get("timestamp"),
     )
 
 
@@ -203,7 +201,7 @@ class RecordLedger:
         return None
 
     def mark_seen(self, mapping: str, source_ids: Iterable[str]) -> None:
-        """Touch these existing rows (their `stored_at` becomes now) without changing what they say: a
+        """Touch these existing rows (their service-side Timestamp becomes now) without changing what they say: a
         full read marks the records Dynamics still has, so the ones left unmarked are known gone. Merges
         in transactions of up to 100 rows of one partition; a row removed meanwhile is skipped."""
         now = datetime.now(UTC)
