@@ -201,9 +201,9 @@ class RecordLedger:
         return None
 
     def mark_seen(self, mapping: str, source_ids: Iterable[str]) -> None:
-        """Touch these existing rows (their service-side Timestamp becomes now) without changing what they say: a
-        full read marks the records Dynamics still has, so the ones left unmarked are known gone. Merges
-        in transactions of up to 100 rows of one partition; a row removed meanwhile is skipped."""
+        """Touch these existing rows (their service-side Timestamp becomes now) without changing what they
+        say: a full read marks the records Dynamics still has, so the ones left unmarked are known gone.
+        Merges in transactions of up to 100 rows of one partition; a row removed meanwhile is skipped."""
         now = datetime.now(UTC)
         by_partition: dict[str, list[str]] = defaultdict(list)
         for source_id in source_ids:
