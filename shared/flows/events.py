@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,8 +36,9 @@ from shared.d365.client import DataverseClient
 from shared.d365.odata import is_guid
 from shared.errors import AuthenticationError, NotFoundError, ServiceError
 from shared.flows import names
+from shared.flows.contacts import ContactLookup
 from shared.flows.deadline import Deadline
-from shared.flows.timeline import CONTACTS, ActivityTarget, activity_request, follow_up_request
+from shared.flows.timeline import ActivityTarget, activity_request, follow_up_request
 from shared.logs import correlation, log_event
 from shared.mapping.model import SyncConfig
 from shared.setup.activities import EVENT_ID_COLUMN, columns_for
@@ -57,14 +57,10 @@ log = logging.getLogger(__name__)
 FLOW = names.EVENTS_PUSH
 JOURNAL_STREAM = "journal"
 PARKED = "events"  # ledger mapping (and dead-letter mapping) of events waiting for their contact
-PROFILE_RESOURCE = "profileAndServicesExt/profile"
 SETUP_HINT = "run `python -m shared.cli d365 setup`"
-# Contact ids per existence query: keeps the URL far below Dataverse's length limit.
-_IDS_PER_QUERY = 50
 # A ledger row's `extra` lives in one Table property (at most 64 KiB of UTF-16).
 _MAX_PARKED_EVENT_CHARS = 30_000
 _MAX_JOURNAL_RESTARTS = 2
-_MAX_KNOWN_CONTACTS = 200_000
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 WRITTEN, PARK, DEAD = "written", "park", "dead"
@@ -87,13 +83,6 @@ class EventsOptions:
     recipient_cache_size: int = 50_000
 
 
-@dataclass(frozen=True)
-class _Resolution:
-    contact_id: str | None = None
-    park: str | None = None
-    dead: str | None = None
-
-
 @dataclass
 class _Item:
     """One event on its way: the contact it resolved to, its outcome, and its ledger row when retried."""
@@ -110,33 +99,6 @@ class _Item:
         if self.outcome == DEAD:
             return
         self.outcome, self.reason, self.error = outcome, reason, error
-
-
-class _LruCache:
-    """A bounded, thread-safe map: the least recently used entry goes first."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._data: OrderedDict[str, _Resolution] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> _Resolution | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: str, value: _Resolution) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self._size:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
 
 
 class EventsFlow:
@@ -163,8 +125,13 @@ class EventsFlow:
         # Read from metadata once per process: entity sets and `regarding` navigation properties.
         self._activities: dict[str, ActivityTarget] | None = None
         self._task: ActivityTarget | None = None
-        self._recipients = _LruCache(self.options.recipient_cache_size)
-        self._known_contacts: set[str] = set()
+        key_field = config.contact_mapping.key.acs if config.contact_mapping else "externalId"
+        self.contacts = ContactLookup(
+            dataverse=dataverse,
+            campaign=campaign,
+            key_field=key_field,
+            recipient_cache_size=self.options.recipient_cache_size,
+        )
         self.failures = FailureBook(
             flow=FLOW,
             ledger=store.ledger,
@@ -234,8 +201,7 @@ class EventsFlow:
     def run(self) -> RunReport:
         report = RunReport(FLOW)
         deadline = Deadline(self.options.time_budget_seconds, self._clock)
-        self._recipients.clear()
-        self._known_contacts.clear()
+        self.contacts.clear()
         outcome = "succeeded"
         with correlation(f"run-{report.run_id}"), ThreadPoolExecutor(self.options.workers) as pool:
             try:
@@ -386,7 +352,7 @@ class EventsFlow:
             return []
         self._resolve_contacts(items, pool)
         pending = [item for item in items if item.outcome is None]
-        existing = self._existing_contacts({item.contact_id for item in pending}, pool)
+        existing = self.contacts.existing({item.contact_id for item in pending}, pool)
         for item in pending:
             if item.contact_id not in existing:
                 item.settle(PARK, f"contact {item.contact_id} does not exist in Dynamics (yet)")
@@ -413,7 +379,7 @@ class EventsFlow:
             else:
                 item.settle(DEAD, "the event names neither an External ID nor a Campaign recipient")
         ordered = sorted(recipients)
-        resolutions = dict(zip(ordered, pool.map(self._resolve_recipient, ordered), strict=True))
+        resolutions = dict(zip(ordered, pool.map(self.contacts.recipient, ordered), strict=True))
         for item in items:
             resolution = resolutions.get(item.event.recipient_id or "") if not item.contact_id else None
             if resolution is None:
@@ -424,54 +390,6 @@ class EventsFlow:
                 item.settle(DEAD, resolution.dead)
             else:
                 item.settle(PARK, resolution.park or "recipient not resolved")
-
-    def _resolve_recipient(self, pkey: str) -> _Resolution:
-        """The contactid behind a Campaign recipient (profile PKey): its External ID."""
-        cached = self._recipients.get(pkey)
-        if cached is not None:
-            return cached
-        try:
-            profile = self.campaign.get(PROFILE_RESOURCE, pkey)
-        except AuthenticationError:
-            raise
-        except ServiceError as exc:
-            if exc.retriable:  # not cached: the next attempt may succeed
-                return _Resolution(park=f"looking up Campaign recipient {pkey} failed: {exc}")
-            resolution = _Resolution(dead=f"Campaign refused the look-up of recipient {pkey}: {exc}")
-        else:
-            key_field = self.config.contact_mapping.key.acs if self.config.contact_mapping else "externalId"
-            external_id = (profile or {}).get(key_field)
-            if profile is None:
-                resolution = _Resolution(dead=f"Campaign recipient {pkey} does not exist")
-            elif not external_id:
-                resolution = _Resolution(park=f"Campaign recipient {pkey} has no {key_field} (yet)")
-            elif not is_guid(str(external_id)):
-                resolution = _Resolution(
-                    dead=f"{key_field} {external_id!r} of recipient {pkey} is not a Dynamics contactid"
-                )
-            else:
-                resolution = _Resolution(contact_id=str(external_id).lower())
-        self._recipients.put(pkey, resolution)
-        return resolution
-
-    def _existing_contacts(self, ids: set[str | None], pool: ThreadPoolExecutor) -> set[str]:
-        """Which of these contacts exist: one `$filter` query per few dozen ids not seen this run."""
-        wanted = {i for i in ids if i}
-        unknown = sorted(wanted - self._known_contacts)
-        chunks = [unknown[n : n + _IDS_PER_QUERY] for n in range(0, len(unknown), _IDS_PER_QUERY)]
-        if len(self._known_contacts) > _MAX_KNOWN_CONTACTS:
-            self._known_contacts.clear()
-        for found in pool.map(self._query_contacts, chunks):
-            self._known_contacts.update(found)
-        return wanted & self._known_contacts
-
-    def _query_contacts(self, ids: list[str]) -> set[str]:
-        condition = " or ".join(f"contactid eq {contact_id}" for contact_id in ids)
-        return {
-            row["contactid"].lower()
-            for page in self.dataverse.iter_pages(CONTACTS, select=["contactid"], filter=condition)
-            for row in page.rows
-        }
 
     # -- writing -----------------------------------------------------------------------------------
 

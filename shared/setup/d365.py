@@ -43,9 +43,8 @@ AUTH_WEBHOOK_KEY, AUTH_HTTP_HEADER = 4, 5
 JSON_FORMAT = 2
 ASYNCHRONOUS, POST_OPERATION, POST_IMAGE = 1, 40, 1
 FUNCTION_KEY_HEADER = "x-functions-key"
-# Columns every update touches: filtering on them would fire the webhook for any change at all. The post
-# image carries them, so the ingress can order a delivery among the ones it applied (the Target's
-# RowVersion is null in some deliveries) without reading the row.
+# Columns every update touches: no step filters on them (any change would fire it), every post image
+# carries them (the ingress orders a delivery by them when the Target's RowVersion is null).
 _UNFILTERED = frozenset({"versionnumber", "modifiedon"})
 _OPTOUT_FROM_D365 = frozenset({"d365_to_acs", "bidirectional"})
 
