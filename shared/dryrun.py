@@ -14,9 +14,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from shared.acs.values import FieldChange, diff
 from shared.errors import ServiceError
 from shared.flows.ingress import IngressFlow, MappingContext
-from shared.flows.optout import parse_campaign_time
 from shared.mapping.engine import MappedRecord, MappingError, source_row_from_webapi
 from shared.mapping.model import TableMapping
 from shared.store import LedgerRecord, RecordStatus
@@ -33,13 +33,6 @@ ACTIONS = (CREATE, UPDATE, DELETE, UNCHANGED, EXCLUDED, ERROR)
 
 
 @dataclass(frozen=True)
-class FieldChange:
-    field: str  # Campaign field path, e.g. location.city
-    old: Any  # None: absent from Campaign
-    new: Any
-
-
-@dataclass(frozen=True)
 class RecordPlan:
     record_id: str
     action: str
@@ -49,51 +42,6 @@ class RecordPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def flatten(values: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """A nested Campaign body as (field path, value) pairs: `{"location": {"city": x}}` → `location.city`."""
-    for name, value in values.items():
-        if isinstance(value, dict):
-            yield from flatten(value, f"{prefix}{name}.")
-        else:
-            yield f"{prefix}{name}", value
-
-
-def lookup(record: dict[str, Any], path: str) -> Any:
-    """The value at a field path of a Campaign record (None when absent)."""
-    value: Any = record
-    for part in path.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
-
-
-def same(new: Any, old: Any) -> bool:
-    """Would writing `new` leave `old` as it is? Campaign stores a null as the field's default (empty
-    text, false, 0, or an enumeration's 'unknown') and renders timestamps its own way."""
-    if new is None:
-        return old is None or old in ("", "unknown") or (not isinstance(old, str) and old == 0)
-    if isinstance(new, bool) or isinstance(old, bool):
-        return new is old
-    if isinstance(new, int | float) and isinstance(old, int | float):
-        return float(new) == float(old)
-    if isinstance(new, str) and isinstance(old, str) and new != old and len(new) > 10 and len(old) > 10:
-        new_time, old_time = parse_campaign_time(new), parse_campaign_time(old)
-        return new_time is not None and new_time == old_time
-    return new == old
-
-
-def diff(body: dict[str, Any], current: dict[str, Any] | None) -> list[FieldChange]:
-    """The fields of `body` that would change `current` (every non-empty field when there is no current
-    record)."""
-    changes = []
-    for path, new in flatten(body):
-        old = None if current is None else lookup(current, path)
-        if not same(new, old):
-            changes.append(FieldChange(path, old, new))
-    return changes
 
 
 def show_value(value: Any) -> str:

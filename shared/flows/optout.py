@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.acs.client import CampaignClient
+from shared.acs.values import parse_campaign_time
 from shared.d365.batch import BatchRequest
 from shared.d365.client import DataverseClient
 from shared.errors import ServiceError
@@ -59,20 +60,6 @@ def resolve_optout(
 def timestamp_field(acs_field: str) -> str:
     """Campaign's per-flag timestamp (`blackList` is the odd one: `blackListAllLastModified`)."""
     return "blackListAllLastModified" if acs_field == "blackList" else f"{acs_field}LastModified"
-
-
-def parse_campaign_time(value: Any) -> datetime | None:
-    """Campaign renders `2026-11-22 10:00:00.000Z`; ISO 8601 is accepted too."""
-    if not value:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    text = str(value).strip().replace(" ", "T").replace("Z", "+00:00")
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.dryrun import FieldChange, flatten, lookup, same
+from shared.acs.values import FieldChange, flatten, lookup, same
 from shared.flows.ingress import MappingContext
 from shared.mapping.engine import MappingError, source_row_from_webapi
 
