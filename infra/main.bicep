@@ -43,7 +43,19 @@ param d365TenantId string = tenant().tenantId
 @description('Client id of the Entra app registration that is the Dataverse application user.')
 param d365ClientId string
 
-@description('Requests per second to Dataverse, per running instance (6,000 per 5 minutes per user = 20/s).')
+@description('How the app signs in to Dataverse: managed_identity_federation (no secret: the app registration trusts this deployment\'s managed identity, see the FEDERATED_CREDENTIAL_* outputs and docs/deploy.md) or client_secret (Key Vault secret d365-client-secret).')
+@allowed([
+  'managed_identity_federation'
+  'client_secret'
+])
+param d365Auth string = 'managed_identity_federation'
+
+@description('Requests per second to Dataverse for the whole deployment, shared by its running instances through Table Storage (6,000 per 5 minutes per user = 20/s; docs/scale.md).')
+@minValue(1)
+@maxValue(20)
+param d365TotalRequestsPerSecond int = 15
+
+@description('Requests per second to Dataverse of one instance: only used if D365_TOTAL_REQUESTS_PER_SECOND is removed.')
 @minValue(1)
 @maxValue(20)
 param d365RequestsPerSecond int = 15
@@ -70,7 +82,11 @@ param acsEventsJournalUrl string
 @description('Adobe IMS organisation id, e.g. ABC123@AdobeOrg.')
 param acsImsOrgId string
 
-@description('Requests per second to Campaign, per running instance: take it from the Campaign licence.')
+@description('Requests per second to Campaign for the whole deployment, from the Campaign licence: the running instances share it through Table Storage (docs/scale.md).')
+@minValue(1)
+param acsTotalRequestsPerSecond int = 20
+
+@description('Requests per second to Campaign of one instance: only used if ACS_TOTAL_REQUESTS_PER_SECOND is removed.')
 @minValue(1)
 param acsRequestsPerSecond int = 20
 
@@ -122,9 +138,53 @@ param runReportRetentionDays int = 90
 ])
 param logLevel string = 'INFO'
 
+// --- Monitoring: alert rules, their receivers, audit logs (docs/monitoring.md) ---------------------
+
+@description('Email addresses the alerts notify; with no email and no webhook, no action group is created (alerts still show in Azure Monitor → Alerts).')
+param alertEmailAddresses array = []
+
+@secure()
+@description('HTTPS endpoint the alerts are POSTed to (common alert schema); none when empty.')
+param alertWebhookUrl string = ''
+
+@description('Resource id of an existing action group the alerts notify as well; none when empty.')
+param alertActionGroupId string = ''
+
+@description('Deploy the alert rules enabled (false: deployed, but disabled).')
+param alertsEnabled bool = true
+
+@description('Alert rules to deploy disabled: flow-not-succeeding, dead-letters, lag, webhook-errors, credentials-rejected.')
+param disabledAlerts array = []
+
+@description('Alert when a timer flow has this many runs in a row that failed or were partial.')
+@minValue(1)
+param alertFailedRuns int = 3
+
+@description('Alert when more records than this were dead-lettered in an hour (per flow and mapping).')
+@minValue(0)
+param alertDeadLetters int = 0
+
+@description('Alert when a mapping lags more than this many seconds behind Dynamics.')
+@minValue(60)
+param alertLagSeconds int = 1800
+
+@description('Alert when the webhook answers more 4xx (or 5xx) than this in 15 minutes.')
+@minValue(0)
+param alertWebhookErrors int = 10
+
+@description('Alert when credentials are rejected more than this many times in 15 minutes.')
+@minValue(0)
+param alertCredentialFailures int = 2
+
+@description('Storage logs sent to Log Analytics (blob and table services); StorageRead logs every ledger read.')
+param storageLogCategories array = [
+  'StorageWrite'
+  'StorageDelete'
+]
+
 // --- Scale ---------------------------------------------------------------------------------------------
 
-@description('Instances per function group: the webhook group scales to this; every instance has its own request budget.')
+@description('Instances per function group: the webhook group scales to this. The instances share one request budget per API; while Table Storage cannot be reached, each takes total ÷ this.')
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 4
@@ -148,7 +208,8 @@ var appName = empty(functionAppName) ? 'func-acsd365-${resourceToken}' : functio
 var keyVaultName = 'kv-acsd365-${take(resourceToken, 10)}'
 var deploymentContainerName = 'app-package'
 var stateContainerName = 'acsd365-state'
-// Names of the secrets the operator puts in Key Vault (docs/deploy.md); the app reads them as references.
+// Names of the secrets the azd postprovision hook (or the operator) puts in Key Vault (docs/deploy.md,
+// infra/hooks/postprovision.sh); the app reads them as references.
 var secretNames = {
   d365ClientSecret: 'd365-client-secret'
   acsClientSecret: 'acs-client-secret'
@@ -204,6 +265,8 @@ module rbac 'modules/rbac.bicep' = {
     keyVaultName: keyVault.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     appPrincipalId: identity.properties.principalId
+    appContainerNames: storage.outputs.appContainerNames
+    deploymentContainerName: storage.outputs.deploymentContainerName
     operatorPrincipalId: operatorPrincipalId
     operatorPrincipalType: operatorPrincipalType
   }
@@ -220,14 +283,21 @@ var appSettings = {
   // Application Insights accepts Entra-authenticated telemetry only (local auth is disabled).
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identity.properties.clientId}'
+  // host.json telemetryMode OpenTelemetry: the app exports its own telemetry (shared.telemetry), the
+  // worker must not duplicate it.
+  PYTHON_ENABLE_OPENTELEMETRY: 'true'
   // DefaultAzureCredential (the app's state store) picks the user-assigned identity by this client id.
   AZURE_CLIENT_ID: identity.properties.clientId
 
   D365_ORG_URL: d365OrgUrl
   D365_TENANT_ID: d365TenantId
   D365_CLIENT_ID: d365ClientId
-  D365_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${secretNames.d365ClientSecret})'
+  D365_AUTH: d365Auth
+  // With managed_identity_federation no Dataverse secret exists: the setting is empty, no reference to resolve.
+  D365_CLIENT_SECRET: d365Auth == 'client_secret' ? '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${secretNames.d365ClientSecret})' : ''
+  D365_MANAGED_IDENTITY_CLIENT_ID: identity.properties.clientId
   D365_REQUESTS_PER_SECOND: string(d365RequestsPerSecond)
+  D365_TOTAL_REQUESTS_PER_SECOND: string(d365TotalRequestsPerSecond)
   D365_MAX_CONCURRENCY: string(d365MaxConcurrency)
 
   ACS_TENANT: acsTenant
@@ -237,6 +307,8 @@ var appSettings = {
   ACS_EVENTS_JOURNAL_URL: acsEventsJournalUrl
   ACS_IMS_ORG_ID: acsImsOrgId
   ACS_REQUESTS_PER_SECOND: string(acsRequestsPerSecond)
+  ACS_TOTAL_REQUESTS_PER_SECOND: string(acsTotalRequestsPerSecond)
+  MAXIMUM_INSTANCE_COUNT: string(maximumInstanceCount)
   ACS_MAX_CONCURRENCY: string(acsMaxConcurrency)
 
   // Checkpoints, ledger, dead letters and run reports: the same account, through the same identity.
@@ -278,8 +350,58 @@ module functionApp 'modules/function-app.bicep' = {
   ]
 }
 
-output functionAppName string = functionApp.outputs.name
+// The dashboard, the alert rules and the audit logs (docs/monitoring.md).
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  params: {
+    location: location
+    tags: allTags
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    displayName: 'ACS ⇄ Dynamics 365 integration (${environmentName})'
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    location: location
+    tags: allTags
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    namePrefix: 'acsd365-${resourceToken}'
+    emailReceivers: alertEmailAddresses
+    webhookReceiverUrl: alertWebhookUrl
+    existingActionGroupId: alertActionGroupId
+    alertsEnabled: alertsEnabled
+    disabledAlerts: disabledAlerts
+    failedRunsThreshold: alertFailedRuns
+    deadLettersThreshold: alertDeadLetters
+    lagThresholdSeconds: alertLagSeconds
+    webhookErrorsThreshold: alertWebhookErrors
+    credentialFailuresThreshold: alertCredentialFailures
+  }
+}
+
+module diagnostics 'modules/diagnostics.bicep' = {
+  name: 'diagnostics'
+  params: {
+    workspaceId: monitoring.outputs.workspaceId
+    keyVaultName: keyVault.outputs.name
+    storageAccountName: storage.outputs.name
+    storageLogCategories: storageLogCategories
+  }
+}
+
+// Outputs in UPPER_SNAKE: azd stores them in the environment (.azure/<env>/.env) for the hooks.
+output FUNCTION_APP_NAME string = functionApp.outputs.name
 @description('POST target of the Dataverse webhook; Dataverse adds the function key (d365 setup).')
-output webhookUrl string = 'https://${functionApp.outputs.defaultHostName}/api/webhook_d365'
-output keyVaultName string = keyVault.outputs.name
-output storageAccountName string = storage.outputs.name
+output WEBHOOK_URL string = 'https://${functionApp.outputs.defaultHostName}/api/webhook_d365'
+@description('The sync health endpoint (admin key).')
+output STATUS_URL string = 'https://${functionApp.outputs.defaultHostName}/api/status'
+output KEY_VAULT_NAME string = keyVault.outputs.name
+output STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output D365_AUTH string = d365Auth
+// The federated credential the admin adds to the Dataverse app registration (docs/deploy.md): it trusts
+// tokens Entra issues to this deployment's user-assigned identity for Entra's token exchange.
+output FEDERATED_CREDENTIAL_ISSUER string = '${environment().authentication.loginEndpoint}${d365TenantId}/v2.0'
+output FEDERATED_CREDENTIAL_SUBJECT string = identity.properties.principalId
+output FEDERATED_CREDENTIAL_AUDIENCE string = 'api://AzureADTokenExchange'

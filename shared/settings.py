@@ -24,6 +24,19 @@ _NCRONTAB = re.compile(r"^\s*(\S+\s+){5}\S+\s*$")
 _TRUE = {"1", "true", "yes", "on"}
 
 OptOutDirection = Literal["disabled", "d365_to_acs", "acs_to_d365", "bidirectional"]
+# How the app signs in to Dataverse (shared/d365/auth.py). azure_cli: an operator's `az login`, for the
+# operator commands on a workstation of a deployment that uses managed_identity_federation.
+D365Auth = Literal["client_secret", "certificate", "managed_identity_federation", "azure_cli"]
+_D365_AUTH_NEEDS = {
+    "client_secret": "D365_CLIENT_SECRET",
+    "certificate": "D365_CLIENT_CERTIFICATE_PATH",
+    "managed_identity_federation": "D365_MANAGED_IDENTITY_CLIENT_ID",
+}
+
+
+def _d365_auth(explicit: str | None, certificate_path: str | None) -> str:
+    """D365_AUTH, or what the credentials given imply (the settings before D365_AUTH existed)."""
+    return explicit or ("certificate" if certificate_path else "client_secret")
 
 
 class SettingsError(ValueError):
@@ -54,13 +67,22 @@ class AppSettings(BaseSettings):
     d365_org_url: str = Field(description="https://<org>.crm.dynamics.com")
     d365_tenant_id: str
     d365_client_id: str
+    d365_auth: D365Auth | None = Field(
+        None, description="default: certificate when D365_CLIENT_CERTIFICATE_PATH is set, else client_secret"
+    )
     d365_client_secret: SecretStr | None = None
     d365_client_certificate_path: str | None = None
     d365_client_certificate_thumbprint: str | None = None
+    d365_managed_identity_client_id: str | None = Field(
+        None, description="the user-assigned identity the app registration trusts (federated credential)"
+    )
     d365_authority_host: str = "https://login.microsoftonline.com"
     d365_api_version: str = "v9.2"
     d365_ca_bundle: str | None = Field(None, description="dev/test only: CA of the Dataverse emulator")
     d365_requests_per_second: float = Field(15.0, gt=0, description="6,000 requests / 300 s = 20/s per user")
+    d365_total_requests_per_second: float | None = Field(
+        None, gt=0, description="for the whole deployment, shared by its instances; wins over the line above"
+    )
     d365_max_concurrency: int = Field(8, ge=1, le=52, description="Dataverse allows 52 concurrent requests")
     d365_page_size: int = Field(5000, ge=1, le=5000)
     d365_batch_size: int = Field(100, ge=1, le=1000)
@@ -74,7 +96,13 @@ class AppSettings(BaseSettings):
     acs_client_secret: SecretStr
     # adobeio_api: the I/O Events journal (email events) needs it.
     acs_scopes: str = "openid,AdobeID,campaign_sdk,additional_info.projectedProductContext,adobeio_api"
-    acs_requests_per_second: float = Field(20.0, gt=0, description="set from the Campaign licence")
+    acs_requests_per_second: float = Field(20.0, gt=0, description="one instance's pace, from the licence")
+    acs_total_requests_per_second: float | None = Field(
+        None,
+        gt=0,
+        description="the licence's rate for the whole deployment, shared by its instances "
+        "through Table Storage (shared/store/budget.py); while set, ACS_REQUESTS_PER_SECOND is not used",
+    )
     acs_max_concurrency: int = Field(4, ge=1, le=64)
     acs_page_size: int = Field(1000, ge=1, le=1000)
     acs_timeout_seconds: float = Field(60.0, gt=0)
@@ -105,6 +133,12 @@ class AppSettings(BaseSettings):
 
     # --- Flow tuning ---------------------------------------------------------------------------
     function_time_budget_seconds: int = Field(480, ge=30, description="stop cleanly before functionTimeout")
+    maximum_instance_count: int = Field(
+        4,
+        ge=1,
+        description="the plan's maximumInstanceCount: a shared budget's share is total ÷ this "
+        "while Table Storage cannot be reached",
+    )
     retry_max_attempts: int = Field(8, ge=1, le=100)
     retry_base_delay_seconds: int = Field(60, ge=1)
     replay_max_rows: int = Field(2_000_000, ge=1)
@@ -133,6 +167,20 @@ class AppSettings(BaseSettings):
     _validate_urls = field_validator(
         "d365_org_url", "d365_authority_host", "acs_base_url", "acs_ims_token_url", "acs_events_journal_url"
     )(lambda value: value if value is None else _https_url(value))
+
+    @field_validator(
+        "d365_client_secret", "acs_client_secret", "state_storage_connection_string", "webhook_shared_secret"
+    )
+    @classmethod
+    def _resolved(cls, value: SecretStr | None) -> SecretStr | None:
+        # App Service passes a Key Vault reference it cannot resolve on as its literal text: taken as the
+        # secret, the webhook would accept that guessable text as its shared secret.
+        if value is not None and value.get_secret_value().startswith("@Microsoft.KeyVault("):
+            raise ValueError(
+                "an unresolved Key Vault reference: the secret is missing from the vault or the app's "
+                "identity may not read it yet (docs/deploy.md)"
+            )
+        return value
 
     @field_validator(
         "contacts_sync_schedule", "events_push_schedule", "optout_sync_schedule", "verify_schedule"
@@ -170,6 +218,10 @@ class AppSettings(BaseSettings):
         return f"{self.d365_authority_host}/{self.d365_tenant_id}"
 
     @property
+    def d365_auth_method(self) -> str:
+        return _d365_auth(self.d365_auth, self.d365_client_certificate_path)
+
+    @property
     def d365_scope(self) -> str:
         return f"{self.d365_org_url}/.default"
 
@@ -191,8 +243,15 @@ def _missing_together(env: Mapping[str, str]) -> list[tuple[str, str]]:
         return bool(env.get(name, "").strip())
 
     problems = []
-    if not (has("D365_CLIENT_SECRET") or has("D365_CLIENT_CERTIFICATE_PATH")):
-        problems.append(("D365_CLIENT_SECRET", "missing (or set D365_CLIENT_CERTIFICATE_PATH)"))
+    auth = _d365_auth(env.get("D365_AUTH", "").strip(), env.get("D365_CLIENT_CERTIFICATE_PATH", "").strip())
+    needed = _D365_AUTH_NEEDS.get(auth)  # an unknown D365_AUTH is reported by the model
+    if needed and not has(needed):
+        why = (
+            f"missing (required while D365_AUTH is {auth})"
+            if has("D365_AUTH")
+            else "missing (or set D365_CLIENT_CERTIFICATE_PATH, or D365_AUTH=managed_identity_federation)"
+        )
+        problems.append((needed, why))
     if not (has("STATE_STORAGE_CONNECTION_STRING") or has("STATE_STORAGE_ACCOUNT_NAME")):
         problems.append(
             ("STATE_STORAGE_ACCOUNT_NAME", "missing (or set STATE_STORAGE_CONNECTION_STRING for local dev)")

@@ -1,5 +1,7 @@
 """A stand-in for Entra ID: OpenID discovery, instance discovery and the client-credentials token
-endpoint, accepting exactly one confidential client; bearer tokens are opaque and expire."""
+endpoint, accepting exactly one confidential client, signed in with its secret or, once trusted with
+`add_federated_credential`, with a client assertion (workload identity federation: a managed identity's
+token, see `managed_identity.py`); bearer tokens are opaque and expire."""
 
 from __future__ import annotations
 
@@ -8,8 +10,11 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import jwt
 from werkzeug.wrappers import Request
 
 from .messages import Reply, json_reply
@@ -25,6 +30,20 @@ def _oauth_error(status: int, error: str, description: str) -> Reply:
             "timestamp": time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime()),
         },
     )
+
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+@dataclass(frozen=True)
+class FederatedCredential:
+    """What an app registration's federated identity credential trusts: tokens of `issuer` about
+    `subject` for one of `audiences`, signed by `signing_key` (Entra reads it from the issuer's JWKS)."""
+
+    issuer: str
+    subject: str
+    audiences: tuple[str, ...]
+    signing_key: Any
 
 
 class Identity:
@@ -45,6 +64,10 @@ class Identity:
         self._tokens: dict[str, float] = {}  # token -> expiry on the clock
         self._lock = threading.Lock()
         self.issued = 0
+        self.federated_credentials: list[FederatedCredential] = []
+
+    def add_federated_credential(self, credential: FederatedCredential) -> None:
+        self.federated_credentials.append(credential)
 
     def routes(self, request: Request, base_url: str) -> Reply | None:
         """Answer identity requests; None when the path is not one of them."""
@@ -127,7 +150,19 @@ class Identity:
                 f"AADSTS700016: Application with identifier '{client_id}' was not found in the "
                 f"directory '{self.tenant_id}'.",
             )
-        if secret is None or not secrets.compare_digest(secret, self._secret):
+        assertion_type, assertion = form.get("client_assertion_type"), form.get("client_assertion")
+        if assertion_type is not None or assertion is not None:
+            refused = self._refused_assertion(assertion_type, assertion)
+            if refused is not None:
+                return refused
+        elif secret is None:
+            return _oauth_error(
+                401,
+                "invalid_client",
+                "AADSTS7000218: The request body must contain the following parameter: "
+                "'client_assertion' or 'client_secret'.",
+            )
+        elif not secrets.compare_digest(secret, self._secret):
             return _oauth_error(
                 401,
                 "invalid_client",
@@ -159,6 +194,55 @@ class Identity:
                 "ext_expires_in": self.lifetime_seconds,
                 "access_token": token,
             },
+        )
+
+    def _refused_assertion(self, assertion_type: str | None, assertion: str | None) -> Reply | None:
+        """None when the assertion is a valid token a federated credential of the app trusts."""
+        if assertion_type != JWT_BEARER or not assertion:
+            return _oauth_error(
+                400,
+                "invalid_request",
+                f"AADSTS50027: client_assertion_type must be {JWT_BEARER} with a client_assertion.",
+            )
+        try:
+            header = jwt.get_unverified_header(assertion)
+            claims = jwt.decode(assertion, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            return _oauth_error(400, "invalid_client", f"AADSTS50027: Invalid JWT token. {exc}")
+        for credential in self.federated_credentials:
+            if (claims.get("iss"), claims.get("sub")) != (credential.issuer, credential.subject):
+                continue
+            try:
+                jwt.decode(
+                    assertion,
+                    credential.signing_key,
+                    algorithms=[header.get("alg", "RS256")],
+                    audience=list(credential.audiences),
+                    issuer=credential.issuer,
+                )
+            except jwt.ExpiredSignatureError:
+                return _oauth_error(
+                    400,
+                    "invalid_client",
+                    "AADSTS700024: Client assertion is not within its valid time range.",
+                )
+            except jwt.InvalidAudienceError:
+                return _oauth_error(
+                    400,
+                    "invalid_client",
+                    f"AADSTS700212: No matching federated identity record found for presented "
+                    f"assertion audience '{claims.get('aud')}'.",
+                )
+            except jwt.PyJWTError as exc:
+                return _oauth_error(
+                    400, "invalid_client", f"AADSTS50013: Assertion failed signature validation. {exc}"
+                )
+            return None
+        return _oauth_error(
+            400,
+            "invalid_client",
+            f"AADSTS70021: No matching federated identity record found for presented assertion. Assertion "
+            f"Issuer: '{claims.get('iss')}'. Assertion Subject: '{claims.get('sub')}'.",
         )
 
     def authenticated(self, authorization: str | None) -> bool:

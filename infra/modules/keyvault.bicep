@@ -1,6 +1,8 @@
 // Key Vault for the Dynamics and Campaign secrets (and the webhook's shared secret). Access is by Azure
-// RBAC only (no access policies); secrets are put in by the operator (docs/deploy.md), never by this
-// template, so their values stay out of deployment history.
+// RBAC only (no access policies); secrets are put in by the azd postprovision hook or the operator
+// (docs/deploy.md), never by this template, so their values stay out of deployment history. The webhook
+// secret is generated there when not given (a Bicep newGuid() default would replace it on every
+// deployment and break the webhook that `d365 setup` registered with it).
 
 param location string
 param tags object = {}

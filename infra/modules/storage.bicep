@@ -1,6 +1,7 @@
 // One StorageV2 account for the Functions host (AzureWebJobsStorage, the deployment package) and the
 // integration's own state (Table: checkpoints and ledger; Blob: dead letters and run reports).
-// Shared-key access is off: every client authenticates with Entra ID (rbac.bicep).
+// Shared-key access is off: every client authenticates with Entra ID (rbac.bicep). No queue: nothing
+// uses one (no queue trigger, no queue client), so no queue role either.
 
 param location string
 param tags object = {}
@@ -80,6 +81,27 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   }
 }
 
+// The containers the app writes: the Functions host's own (timer locks and host lease; function keys)
+// and the integration's state. Created here so the app's roles can be scoped to each container
+// (rbac.bicep) instead of the account: the host then finds them instead of creating them.
+var hostContainerNames = [
+  'azure-webjobs-hosts'
+  'azure-webjobs-secrets'
+]
+var appContainerNames = concat(hostContainerNames, [
+  stateContainerName
+])
+
+resource appContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [
+  for containerName in appContainerNames: {
+    parent: blobService
+    name: containerName
+    properties: {
+      publicAccess: 'None'
+    }
+  }
+]
+
 // Run reports pile up at one per timer run; they name records and errors, so they do not stay forever.
 // (`latest.json` per flow is rewritten every run and never ages out.)
 resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
@@ -118,3 +140,6 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
 output name string = account.name
 output blobEndpoint string = account.properties.primaryEndpoints.blob
 output tableEndpoint string = account.properties.primaryEndpoints.table
+output deploymentContainerName string = deploymentContainer.name
+// Every container the app writes (all exist once this module is deployed: a module's outputs come last).
+output appContainerNames array = appContainerNames

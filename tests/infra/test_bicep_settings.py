@@ -31,6 +31,11 @@ from tests.infra.bicep import (
 ROOT = Path(__file__).resolve().parents[2]
 MAIN_BICEP = ROOT / "infra" / "main.bicep"
 EXAMPLE_PARAMETERS = ROOT / "infra" / "main.parameters.example.json"
+AZD_PARAMETERS = ROOT / "infra" / "main.parameters.json"
+AZURE_YAML = ROOT / "azure.yaml"
+PREPROVISION = ROOT / "infra" / "hooks" / "preprovision.sh"
+# Set by azd itself in every environment (azd env new, azd auth login).
+AZD_PROVIDED = {"AZURE_ENV_NAME", "AZURE_LOCATION", "AZURE_PRINCIPAL_ID", "AZURE_SUBSCRIPTION_ID"}
 
 # Read by the Functions host or by azure-identity rather than by shared.settings; this deployment needs
 # every one of them.
@@ -41,6 +46,7 @@ PLATFORM_SETTINGS = {
     "AzureWebJobsStorage__tableServiceUri": "host storage: diagnostic events",
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "where the host sends telemetry",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Entra-authenticated telemetry (local auth is off)",
+    "PYTHON_ENABLE_OPENTELEMETRY": "the worker leaves telemetry to the app (host.json telemetryMode)",
     "AZURE_CLIENT_ID": "DefaultAzureCredential's user-assigned identity (state store)",
 }
 APP_SETTINGS = frozenset(name.upper() for name in AppSettings.model_fields)
@@ -50,6 +56,8 @@ SECRET_SETTINGS = frozenset(
     if field.annotation is SecretStr or SecretStr in typing.get_args(field.annotation)
 )
 KEY_VAULT_REFERENCE = "'@Microsoft.KeyVault("
+# A secret only one way of signing in needs: `<condition> ? '@Microsoft.KeyVault(...)' : ''`.
+CONDITIONAL_REFERENCE = re.compile(r"^[^?]+\?\s*'@Microsoft\.KeyVault\([^']*\)'\s*:\s*''$")
 
 
 def required_by_app() -> set[str]:
@@ -81,7 +89,9 @@ def settings_problems(bicep_settings: Mapping[str, str]) -> list[str]:
     for name in sorted(deployed.keys() - APP_SETTINGS - platform):
         problems.append(f"{name}: set in infra/main.bicep but nothing reads it")
     for name in sorted(SECRET_SETTINGS & deployed.keys()):
-        if not deployed[name].startswith(KEY_VAULT_REFERENCE):
+        if not (
+            deployed[name].startswith(KEY_VAULT_REFERENCE) or CONDITIONAL_REFERENCE.match(deployed[name])
+        ):
             problems.append(f"{name}: a secret, so it must be a Key Vault reference")
     return problems
 
@@ -125,11 +135,15 @@ def test_the_bicep_defaults_are_settings_the_app_accepts():
     text = MAIN_BICEP.read_text()
     defaults = deploy_time_defaults(main_bicep_settings(text), text)
     assert {"CONTACTS_SYNC_SCHEDULE", "EVENTS_PUSH_ENABLED", "D365_REQUESTS_PER_SECOND"} <= defaults.keys()
+    from_resources = {"D365_MANAGED_IDENTITY_CLIENT_ID": "the user-assigned identity's client id"}
     settings = load_settings(
-        valid_environment(**{k: v for k, v in defaults.items() if k.upper() in APP_SETTINGS})
+        valid_environment(
+            **from_resources, **{k: v for k, v in defaults.items() if k.upper() in APP_SETTINGS}
+        )
     )
     assert settings.contacts_sync_schedule == defaults["CONTACTS_SYNC_SCHEDULE"]
     assert settings.events_push_enabled is True
+    assert settings.d365_auth_method == "managed_identity_federation"  # no Dataverse secret by default
 
 
 def test_a_timer_run_stops_before_the_host_times_it_out():
@@ -146,6 +160,89 @@ def test_the_example_parameters_give_every_parameter_without_default_and_only_kn
     example = json.loads(EXAMPLE_PARAMETERS.read_text())["parameters"]
     assert sorted(example.keys() - declared.keys()) == []
     assert sorted(name for name, default in declared.items() if default is None and name not in example) == []
+
+
+def test_a_key_vault_reference_that_did_not_resolve_stops_the_app_instead_of_becoming_the_secret():
+    unresolved = "@Microsoft.KeyVault(VaultName=kv-acsd365-abc;SecretName=webhook-shared-secret)"
+    with pytest.raises(SettingsError) as caught:
+        load_settings(valid_environment(WEBHOOK_SHARED_SECRET=unresolved, ACS_CLIENT_SECRET=unresolved))
+    problems = dict(caught.value.problems)
+    assert set(problems) == {"WEBHOOK_SHARED_SECRET", "ACS_CLIENT_SECRET"}
+    assert problems["WEBHOOK_SHARED_SECRET"].startswith("an unresolved Key Vault reference")
+
+
+def azd_parameters() -> dict[str, str]:
+    """infra/main.parameters.json as {parameter: the azd substitution that gives it}."""
+    return {
+        name: spec["value"] for name, spec in json.loads(AZD_PARAMETERS.read_text())["parameters"].items()
+    }
+
+
+def azd_variables(value: str) -> tuple[str, str | None]:
+    """`${NAME}` or `${NAME=default}` → (NAME, default or None)."""
+    found = re.fullmatch(r"\$\{([A-Z][A-Z0-9_]*)(?:=([^}]*))?\}", value)
+    assert found, f"{value!r} is not an azd substitution"
+    return found.group(1), found.group(2)
+
+
+def test_the_azd_parameters_give_every_parameter_without_default_from_the_azd_environment():
+    declared = declared_parameters(MAIN_BICEP.read_text())
+    given = azd_parameters()
+    assert sorted(given.keys() - declared.keys()) == []
+    assert sorted(name for name, default in declared.items() if default is None and name not in given) == []
+    for value in given.values():
+        azd_variables(value)
+
+
+def test_the_values_azd_cannot_default_are_the_ones_preprovision_requires_and_the_docs_name():
+    required = {
+        name
+        for name, default in (azd_variables(v) for v in azd_parameters().values())
+        if default is None and name not in AZD_PROVIDED
+    }
+    checked = set(
+        re.search(r"^require_values (.+)$", PREPROVISION.read_text(), re.MULTILINE).group(1).split()
+    )
+    assert checked == required
+    deploy_doc = (ROOT / "docs" / "deploy.md").read_text()
+    assert sorted(name for name in required if f"azd env set {name} " not in deploy_doc) == []
+
+
+def test_the_azd_parameter_defaults_are_values_the_parameters_allow():
+    text = MAIN_BICEP.read_text()
+    for parameter, value in azd_parameters().items():
+        _, default = azd_variables(value)
+        if default is None:
+            continue
+        allowed = re.search(rf"@allowed\(\[([^\]]*)\]\)\s*param {parameter} ", text)
+        if allowed:
+            assert f"'{default}'" in allowed.group(1), parameter
+        kind = re.search(rf"^param {parameter} (\w+)", text, re.MULTILINE).group(1)
+        assert {"bool": default in ("true", "false"), "int": default.isdigit()}.get(kind, True), parameter
+
+
+def test_azure_yaml_deploys_the_function_app_the_bicep_creates_and_runs_the_hooks():
+    import yaml
+
+    project = yaml.safe_load(AZURE_YAML.read_text())
+    assert project["infra"] == {"provider": "bicep", "path": "infra", "module": "main"}
+    [service] = project["services"].values()
+    assert (service["project"], service["language"], service["host"]) == (".", "python", "function")
+    output, _ = azd_variables(service["resourceName"])
+    assert re.search(rf"^output {output} string = functionApp\.outputs\.name$", MAIN_BICEP.read_text(), re.M)
+    assert set(project["hooks"]) == {"preprovision", "postprovision", "postdeploy"}
+    for hook in project["hooks"].values():
+        script = ROOT / hook["run"]
+        assert script.is_file() and script.stat().st_mode & 0o111, hook["run"]
+
+
+def test_the_hooks_need_only_values_azd_has_after_provisioning():
+    outputs = set(re.findall(r"^output (\w+) ", MAIN_BICEP.read_text(), re.MULTILINE))
+    inputs = {azd_variables(v)[0] for v in azd_parameters().values()}
+    known = outputs | inputs | AZD_PROVIDED | {"AZURE_RESOURCE_GROUP"}  # azd asks for the group
+    for hook in (ROOT / "infra" / "hooks").glob("*.sh"):
+        for line in re.findall(r"^\s*require_values (.+)$", hook.read_text(), re.MULTILINE):
+            assert sorted(set(line.split()) - known) == [], hook.name
 
 
 # -- the check catches what it is for ----------------------------------------------------------------
