@@ -26,6 +26,7 @@ from typing import Any
 from emulators.azurite import Azurite
 from emulators.processes import HostProcess
 from emulators.stack import VEHICLE_MAPPING, Stack
+from shared.telemetry.setup import CONNECTION_STRING as TELEMETRY_SETTING
 
 ROOT = Path(__file__).resolve().parents[1]
 # Dataverse's asynchronous service delivers webhook jobs in parallel, out of order and now and then twice.
@@ -129,6 +130,11 @@ class Demo:
             D365_BATCH_SIZE="500",
             LOG_LEVEL="WARNING",
         )
+        # A real Application Insights resource of the developer's, when one is set: the host sends it the
+        # app's traces, dependencies and metrics (shared/telemetry).
+        if os.environ.get(TELEMETRY_SETTING):
+            self.settings[TELEMETRY_SETTING] = os.environ[TELEMETRY_SETTING]
+            c.info("Telemetry  to the Application Insights resource of APPLICATIONINSIGHTS_CONNECTION_STRING")
         # The demo process itself reads the same settings (d365 setup, health check).
         os.environ.update(self.settings)
 

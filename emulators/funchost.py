@@ -306,6 +306,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         pass
     host.stop()
+    # As the worker does before it exits: what the app's telemetry buffered (set up by shared.app at
+    # the first invocation, when APPLICATIONINSIGHTS_CONNECTION_STRING is set) goes out.
+    from shared.telemetry.setup import flush_telemetry
+
+    flush_telemetry()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,11 @@
-"""Structured logging: `key=value` messages (also attached as `custom_dimensions` for Application
-Insights) and a correlation id carried in a context variable, so every line a webhook causes, down to
-the Campaign write, carries the id Dataverse sent."""
+"""Structured logging: `key=value` messages whose fields are also the record's own attributes, so that
+OpenTelemetry's logging handler exports each as a customDimension under its plain name (Application
+Insights' `customDimensions.event`, `.mapping`, ...; see `shared.telemetry`), and a correlation id
+carried in a context variable, so every line a webhook causes, down to the Campaign write, carries the
+id Dataverse sent.
+
+A field named like an attribute `logging.LogRecord` has of its own (`name`, `module`, `message`, ...)
+cannot be an extra attribute: it is exported as `<name>_` instead; the message text keeps its name."""
 
 from __future__ import annotations
 
@@ -9,6 +14,9 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+# What `logging.LogRecord` sets itself (plus what formatters add): an `extra` key among these raises.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 _correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
 
@@ -40,4 +48,15 @@ def log_event(logger: logging.Logger, level: int, event: str, **fields: Any) -> 
     if not logger.isEnabledFor(level):
         return
     fields.setdefault("correlation_id", current_correlation_id())
-    logger.log(level, "%s %s", event, kv(**fields), extra={"custom_dimensions": {"event": event, **fields}})
+    logger.log(level, "%s %s", event, kv(**fields), extra=dimensions(event, fields))
+
+
+def dimensions(event: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The record attributes of one line: plain values as they are, anything else as text, None left out."""
+    attributes: dict[str, Any] = {"event": event}
+    for key, value in fields.items():
+        if value is None:
+            continue
+        name = f"{key}_" if key in _RECORD_ATTRIBUTES else key
+        attributes[name] = value if isinstance(value, bool | int | float | str) else str(value)
+    return attributes

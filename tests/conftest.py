@@ -10,9 +10,11 @@ import pytest
 
 from tests.builders.settings_env import valid_environment
 
-# Replace, not merge: a developer's own app settings must not leak into tests.
+# Replace, not merge: a developer's own app settings must not leak into tests, nor their telemetry
+# settings send the tests' telemetry to their Application Insights (the telemetry tests set their own).
+_OWN_SETTINGS = {k.upper() for k in valid_environment()} | {"APPLICATIONINSIGHTS_CONNECTION_STRING"}
 for _name in list(os.environ):
-    if _name.upper() in {k.upper() for k in valid_environment()}:
+    if _name.upper() in _OWN_SETTINGS:
         del os.environ[_name]
 os.environ.update(valid_environment())
 

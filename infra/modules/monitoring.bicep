@@ -39,5 +39,7 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
 }
 
 output applicationInsightsName string = appInsights.name
+output applicationInsightsId string = appInsights.id
+output workspaceId string = workspace.id
 // Not a secret: with local auth disabled, ingestion also needs an Entra token of a permitted identity.
 output connectionString string = appInsights.properties.ConnectionString

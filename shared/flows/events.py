@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from shared.store import (
     StateStore,
     Verdict,
 )
+from shared.telemetry.metrics import count_records
 
 log = logging.getLogger(__name__)
 
@@ -358,7 +358,7 @@ class EventsFlow:
                 item.settle(PARK, f"contact {item.contact_id} does not exist in Dynamics (yet)")
         self._write([item for item in items if item.outcome is None], pool)
         outcomes = list(pool.map(self._record_outcome, items))
-        for name, n in Counter(outcomes).items():
+        for name, n in count_records(FLOW, "", outcomes).items():
             report.count(name, n)
         for item in items:
             if item.outcome == WRITTEN:

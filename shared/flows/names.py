@@ -6,3 +6,4 @@ REPLAY = "replay"  # checkpoint rows (REPLAY, mapping) are replay requests for c
 OPTOUT_SYNC = "optout_sync"
 EVENTS_PUSH = "events_push"
 VERIFY_SYNC = "verify_sync"
+WEBHOOK_D365 = "webhook_d365"  # the webhook's records in metrics; its ledger and letters are contacts_sync's

@@ -16,6 +16,8 @@ from typing import Any
 from shared.d365.webhook import CORRELATION_HEADER, WebhookPayloadError, parse
 from shared.http import RetryPolicy, retry_policy
 from shared.logs import correlation, log_event
+from shared.telemetry import metrics
+from shared.telemetry.catalog import WEBHOOK_ANSWERS
 
 log = logging.getLogger(__name__)
 JSON_MEDIA_TYPE = "application/json"
@@ -73,6 +75,7 @@ class WebhookEndpoint:
                 reason=response.body.get("error"),
                 entity=_header(headers, "x-ms-dynamics-entity-name"),
             )
+            metrics.count(WEBHOOK_ANSWERS, status=response.status)
             return response
 
     def _respond(self, method: str, body: bytes, headers: Mapping[str, str]) -> WebhookResponse:

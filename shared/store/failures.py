@@ -14,6 +14,8 @@ from typing import Any
 
 from shared.store.deadletters import DeadLetterStore
 from shared.store.ledger import LedgerRecord, RecordLedger, RecordStatus
+from shared.telemetry import metrics
+from shared.telemetry.catalog import DEAD_LETTERS
 
 
 class Verdict(StrEnum):
@@ -141,6 +143,7 @@ class FailureBook:
             payload=payload,
             correlation_id=correlation_id,
         )
+        metrics.count(DEAD_LETTERS, flow=self.flow, mapping=record.mapping)
         dead = {
             "status": RecordStatus.DEAD,
             "error": details["message"][:2000],

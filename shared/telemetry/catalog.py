@@ -69,9 +69,12 @@ DRIFT = MetricSpec(
     "acsd365.drift",
     "counter",
     "{record}",
-    "Records on which Campaign disagreed with Dynamics in a verify run, by kind: missing, extra, different.",
+    "Records on which Campaign disagreed with Dynamics in a verify run, by kind: missing, extra, different, "
+    "duplicate.",
     (FLOW, MAPPING, KIND),
 )
+# The `kind` values of DRIFT and the verify figures (`shared.flows.verify`) they count.
+DRIFT_KINDS = {"missing": "missing", "extra": "extra", "different": "mismatched", "duplicate": "duplicates"}
 DEAD_LETTERS = MetricSpec(
     "acsd365.dead_letters",
     "counter",

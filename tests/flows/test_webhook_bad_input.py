@@ -54,8 +54,7 @@ def answers(caplog) -> Callable[[], list[int]]:
 
 
 def answer_statuses(caplog) -> list[int]:
-    dimensions = (getattr(record, "custom_dimensions", {}) for record in caplog.records)
-    return [d["status"] for d in dimensions if d.get("event") == "webhook.answer"]
+    return [record.status for record in caplog.records if getattr(record, "event", None) == "webhook.answer"]
 
 
 # -- the cases -------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from shared.acs.client import CampaignClient
 from shared.d365.client import DataverseClient
 from shared.d365.webhook import ChangeRecord
 from shared.errors import ServiceError
+from shared.flows import names
 from shared.flows.deadline import Deadline
 from shared.flows.ingress.common import FLOW, IngressOptions, MappingContext, Mode, Outcome
 from shared.flows.ingress.order import already_applied, ordered
@@ -33,6 +34,7 @@ from shared.logs import correlation, log_event
 from shared.mapping.engine import ColumnInfo, MappingEngine, source_row_from_webapi, source_row_from_webhook
 from shared.mapping.model import SyncConfig, TableMapping
 from shared.store import RecordStatus, RunReport, StateStore
+from shared.telemetry.metrics import count_records
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +146,11 @@ class IngressFlow:
         """Apply one webhook change inline; the caller answers Dynamics 2xx whatever the outcome (a
         transient failure is in the ledger for the timer to retry)."""
         mapping = self.config.mapping_for_table(record.table)
+        outcome = self._apply_change(record, mapping)
+        count_records(names.WEBHOOK_D365, mapping.name if mapping else "", [outcome])
+        return outcome
+
+    def _apply_change(self, record: ChangeRecord, mapping: TableMapping | None) -> Outcome:
         if mapping is None:
             log_event(
                 log, logging.INFO, "ingress.webhook_ignored", table=record.table, reason="table not mapped"
@@ -200,6 +207,7 @@ class IngressFlow:
             log,
             logging.INFO,
             "ingress.run",
+            flow=FLOW,
             run_id=report.run_id,
             outcome=report.outcome,
             **dict(report.counts),
@@ -213,7 +221,7 @@ class IngressFlow:
             functools.partial(self.writer.resync, ctx, entry.source_id)
             for entry in self.store.ledger.due_for_retry(ctx.mapping.name)
         )
-        process(pool, due, report, deadline)
+        process(pool, due, report, deadline, mapping=ctx.mapping.name)
 
     def request_replay(self, mapping_name: str) -> None:
         """Ask the next timer run to re-sync a whole mapping (every field, every row)."""

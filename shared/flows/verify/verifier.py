@@ -25,6 +25,8 @@ from shared.flows.verify.spill import Spill
 from shared.logs import correlation, log_event
 from shared.mapping.model import TableMapping
 from shared.store import RunReport
+from shared.telemetry import metrics
+from shared.telemetry.catalog import DRIFT, DRIFT_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -390,4 +392,6 @@ def _record(report: RunReport, result: MappingResult) -> None:
     for name, value in figures.items():
         report.count(name, value)
         report.count(f"{result.mapping}.{name}", value)
+    for kind, figure in DRIFT_KINDS.items():
+        metrics.count(DRIFT, figures[figure], flow=FLOW, mapping=result.mapping, kind=kind)
     report.notes.append(f"{result.mapping}: {result.summary()}")
