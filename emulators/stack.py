@@ -35,6 +35,8 @@ VEHICLE_RESOURCE = {
         },
         "key": "externalId",
         "filters": {"byExternalId": "externalId"},
+        # The vehicle's contact, as Adobe's integration links a child: a join on the contact's external id.
+        "links": {"contact": {"target": "profile", "join": {"ownerContactId": "externalId"}}},
     }
 }
 # How the demo and the tests map that custom table (the sync configuration's `tables` entry).
@@ -48,7 +50,11 @@ VEHICLE_MAPPING = {
         {"d365": "cr123_name", "acs": "vehicleName"},
         {"d365": "cr123_model", "acs": "model"},
         {"d365": "cr123_price", "acs": "price", "type": "Double"},
-        {"d365": "cr123_contact", "acs": "ownerContactId"},
+        {
+            "d365": "cr123_contact",
+            "acs": "ownerContactId",
+            "link": {"acs_field": "contact", "target_mapping": "contacts"},
+        },
     ],
 }
 

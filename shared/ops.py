@@ -1,10 +1,10 @@
 """The integration's status for operators, as one plain dict: used by `python -m shared.cli status` and
 by the `status` HTTP function (so both say the same thing).
 
-Everything comes from the state storage (run reports, checkpoints, the ledger, dead letters): computing
-the status never calls Dynamics or Campaign, so it works while either is down. What the state does not
-know is reported as unknown instead of guessed: the number of Dynamics changes waiting in change
-tracking, and of events waiting in the Adobe I/O journal, cannot be counted without reading them.
+Everything but the backlog comes from the state storage (run reports, checkpoints, the ledger, dead
+letters). The backlog also reads Dynamics (a `$count` per table mapping) and the Adobe I/O journal (one
+event), best effort (`shared.backlog`): while either is down the status still answers, with those
+figures null and a problem line. Computing the status writes nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.backlog import BacklogReader, utc_time
 from shared.flows import events, ingress, optout, verify
 from shared.logs import log_event
 from shared.store import RecordStatus
@@ -36,25 +37,13 @@ _MODES = {
 }
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def _iso(value: Any) -> str | None:
-    when = _parse_time(value)
+    when = utc_time(value)
     return when.isoformat() if when else None
 
 
 def _seconds_since(value: Any, now: datetime) -> int | None:
-    when = _parse_time(value)
+    when = utc_time(value)
     return None if when is None else max(0, int((now - when).total_seconds()))
 
 
@@ -91,6 +80,7 @@ class _StatusBuilder:
         self.app = app
         self.store = app.store
         self.now = now
+        self.backlog = BacklogReader(app, now)
         self.problems: list[str] = []
 
     def flow(
@@ -127,7 +117,7 @@ class _StatusBuilder:
 
     def contacts_sync(self) -> dict[str, Any]:
         checkpoints = self.store.checkpoints
-        streams, records = {}, {}
+        streams, records, tables = {}, {}, {}
         for mapping in self.app.config.tables:
             checkpoint = checkpoints.get(ingress.FLOW, mapping.name)
             replay = checkpoints.get(ingress.REPLAY_FLOW, mapping.name).position
@@ -144,17 +134,14 @@ class _StatusBuilder:
                 "replay": replay,
             }
             records[mapping.name] = self.store.ledger.count_by_status(mapping.name)
+            tables[mapping.name] = self.backlog.table(mapping, checkpoint, records[mapping.name])
         retries = sum(counts[str(RecordStatus.FAILED)] for counts in records.values())
         return self.flow(
             ingress.FLOW,
             streams,
             records,
             webhook_enabled=self.app.settings.webhook_enabled,
-            backlog={
-                "retries_waiting": retries,
-                "changes_waiting": None,
-                "note": "Dynamics changes not yet read cannot be counted without reading change tracking",
-            },
+            backlog={"retries_waiting": retries, "tables": tables},
         )
 
     def events_push(self) -> dict[str, Any]:
@@ -175,8 +162,7 @@ class _StatusBuilder:
             failing_is_problem=False,
             backlog={
                 "events_parked": counts[str(RecordStatus.FAILED)],
-                "journal_waiting": None,
-                "note": "events not yet read from the Adobe I/O journal cannot be counted",
+                **self.backlog.journal(checkpoint.position, enabled=self.app.settings.events_push_enabled),
             },
         )
 
@@ -231,7 +217,8 @@ class _StatusBuilder:
 
 def collect_status(app: App, *, now: datetime | None = None) -> dict[str, Any]:
     """The status of every flow: enabled, state, last run, checkpoints, ledger counts per table mapping
-    (synced / excluded / deleted / failed / dead), dead letters, backlog, the drift the last `verify_sync`
+    (synced / excluded / deleted / failed / dead), dead letters, backlog (`shared.backlog`: changes
+    waiting in Dynamics, the oldest unapplied change, the journal lag), the drift the last `verify_sync`
     run found and repaired, and the problems found (`healthy` is True when there are none). Logs one
     `ops.status` line per flow for alerting.
 
@@ -258,9 +245,10 @@ def collect_status(app: App, *, now: datetime | None = None) -> dict[str, Any]:
             dead_letters=flow["dead_letters"],
             seconds_since_run=(flow["last_run"] or {}).get("seconds_ago"),
         )
+    problems = builder.problems + builder.backlog.problems
     return {
         "generated_at": now.isoformat(),
-        "healthy": not builder.problems,
-        "problems": builder.problems,
+        "healthy": not problems,
+        "problems": problems,
         "flows": flows,
     }

@@ -3,9 +3,9 @@ deployment or after a change, without writing anything.
 
 Live checks: the state storage answers; Dynamics and Campaign accept the credentials; every mapped
 Dynamics table and column exists, change tracking is on and the activity tables are in place (through
-`D365Setup.plan()`, which only reads); every mapped Campaign field exists with a type that takes what
-the mapping sends (from `GET <endpoint>/resourceType/<name>`); the Campaign key filter answers (called
-with a value no record has); the opt-out columns and fields exist.
+`D365Setup.plan()`, which only reads); the opt-out columns exist. The Campaign side is `acs check`
+(`shared.acs.check`: resources, fields, key filters, links, opt-out fields and filter, the journal),
+plus what needs both sides: a Campaign field's type against what the Dynamics column's type sends.
 """
 
 from __future__ import annotations
@@ -14,13 +14,17 @@ import itertools
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from azure.core.exceptions import AzureError
 
+from shared.acs.check import NOT_VALUES, TAKES, Finding, run_checks
+from shared.acs.journal import JournalReader
+from shared.acs.metadata import MetadataReader
 from shared.d365.metadata import AttributeMetadata, TableMetadata
 from shared.errors import AuthenticationError, NotFoundError, ServiceError
+from shared.flows.optout import timestamp_field
+from shared.http import RetryPolicy
 from shared.mapping.engine import PICKLIST_TYPES, ColumnInfo, default_type
 from shared.mapping.model import FieldMapping, TableMapping
 from shared.setup.d365 import D365Setup
@@ -43,19 +47,9 @@ _READS = {
     "DateTime": frozenset({"DateTime"}),
     "Date": frozenset({"DateTime"}),
 }
-# Campaign field type → the value kinds it stores as sent.
-_CAMPAIGN_NUMBERS = frozenset(
-    {"number", "long", "int64", "int32", "short", "byte", "double", "float", "decimal"}
-)
-_TAKES = {
-    "string": frozenset({"String"}),
-    "memo": frozenset({"String"}),
-    "enumeration": frozenset({"String"}),
-    "boolean": frozenset({"Boolean"}),
-    "number": frozenset({"Integer", "Decimal", "Double"}),
-    "date": frozenset({"Date"}),
-    "datetime": frozenset({"DateTime", "Date"}),
-}
+# The journal probe of `acs check`: fail fast rather than wait out the journal's retry hints.
+_PROBE_TIMEOUT = (3.0, 10.0)
+_PROBE_RETRY = RetryPolicy(total=1, backoff_factor=0.2, backoff_max=1.0, retry_after_max=2.0)
 
 
 def _brief(exc: Exception) -> str:
@@ -70,26 +64,34 @@ class Check:
     message: str
 
 
-def _campaign_type(spec: dict[str, Any]) -> str:
-    kind = str(spec.get("type") or "").lower()
-    res_type = str(spec.get("resType") or "").lower()
-    if kind in _CAMPAIGN_NUMBERS or res_type in _CAMPAIGN_NUMBERS:
-        return "number"
-    if spec.get("values") and kind == "string":
-        return "enumeration"
-    return kind
+def campaign_findings(app: App) -> list[Finding]:
+    """`acs check` for the app's sync config and settings (reads only)."""
+    s = app.settings
+    journal = None
+    if s.acs_events_journal_url and s.acs_ims_org_id:
+        journal = JournalReader(
+            journal_url=s.acs_events_journal_url,
+            client_id=s.acs_client_id,
+            org_id=s.acs_ims_org_id,
+            token_provider=app.ims,
+            limit=1,
+            timeout=_PROBE_TIMEOUT,
+            retry=_PROBE_RETRY,
+        )
+    return run_checks(
+        app.config,
+        campaign=app.campaign,
+        journal=journal,
+        optout_direction=s.optout_direction or app.config.optout.direction,
+        changed_since_filter=s.acs_changed_since_filter,
+        events_push_enabled=s.events_push_enabled,
+        timestamp_field=timestamp_field,
+    )
 
 
-def _campaign_field(description: dict[str, Any], path: str) -> dict[str, Any] | None:
-    """A field of a `resourceType` description by path (`location.city` is inside the `location` item)."""
-    content = description.get("content") or {}
-    spec: Any = None
-    for part in path.split("."):
-        spec = content.get(part) if isinstance(content, dict) else None
-        if spec is None:
-            return None
-        content = spec.get("content")
-    return spec
+def _from_finding(finding: Finding) -> Check:
+    fix = f"\nfix: {finding.fix}" if finding.fix is not None and finding.level != OK else ""
+    return Check(finding.level, finding.area, f"{finding.check}: {finding.message}{fix}")
 
 
 def _sent_kind(field: FieldMapping, column: AttributeMetadata | None, style: str) -> str | None:
@@ -135,18 +137,25 @@ class ConfigValidator:
         yield campaign
         if dynamics.level == OK:
             yield from self._dynamics_setup(app)
+        findings: dict[str, list[Finding]] = {}
+        for finding in campaign_findings(app) if campaign.level == OK else ():
+            findings.setdefault(finding.area, []).append(finding)
         for mapping in config.tables:
             if not mapping.enabled:
+                findings.pop(mapping.name, None)
                 yield Check(OK, mapping.name, "disabled: not checked")
                 continue
             metadata = None
             if dynamics.level == OK:
                 metadata, checks = self._dynamics_table(app, mapping)
                 yield from checks
-            if campaign.level == OK:
-                yield from self._campaign_resource(app, mapping, metadata)
-        if app.optout_reconciler.enabled:
-            yield from self._optout(app, dynamics.level == OK, campaign.level == OK)
+            yield from map(_from_finding, findings.pop(mapping.name, []))
+            if campaign.level == OK and metadata is not None:
+                yield from self._campaign_types(app, mapping, metadata)
+        if app.optout_reconciler.enabled and dynamics.level == OK:
+            yield from self._optout_columns(app)
+        for rest in findings.values():  # opt-out, journal, campaign
+            yield from map(_from_finding, rest)
 
     # -- connections -------------------------------------------------------------------------------
 
@@ -271,143 +280,53 @@ class ConfigValidator:
             checks.append(Check(OK, area, f"Dynamics table '{table}': {len(columns)} column(s) found"))
         return metadata, checks
 
-    # -- Campaign ------------------------------------------------------------------------------------
-
-    def _campaign_resource(
-        self, app: App, mapping: TableMapping, metadata: TableMetadata | None
-    ) -> Iterator[Check]:
-        area, resource = mapping.name, mapping.acs_resource
-        endpoint, name = resource.split("/", 1)
-        try:
-            description = app.campaign.pipeline.request("GET", f"{endpoint}/resourceType/{name}").json()
-        except NotFoundError:
-            yield Check(FAILED, area, f"Campaign resource '{resource}' does not exist")
-            return
-        except ServiceError as exc:
-            problem = f"Campaign resource '{resource}': no description ({_brief(exc)}); fields not checked"
-            yield Check(WARNING, area, problem)
-            description = None
-        if description is not None:
-            yield from self._campaign_fields(mapping, description, metadata)
-        yield self._key_filter(app, mapping)
+    # -- both sides --------------------------------------------------------------------------------
 
     @staticmethod
-    def _campaign_fields(
-        mapping: TableMapping, description: dict[str, Any], metadata: TableMetadata | None
-    ) -> Iterator[Check]:
-        area, resource = mapping.name, mapping.acs_resource
-        missing = []
-        problems = []
-        targets = [(mapping.key.acs, None), *((f.acs, f) for f in mapping.fields)]
-        for path, field in targets:
-            spec = _campaign_field(description, path)
-            if spec is None:
-                missing.append(path)
+    def _campaign_types(app: App, mapping: TableMapping, metadata: TableMetadata) -> Iterator[Check]:
+        """What the Dynamics column's type makes the mapping send, against the Campaign field's type
+        (fields with a declared type, and missing fields, are `acs check`'s)."""
+        try:
+            campaign = MetadataReader(app.campaign).read(mapping.acs_resource)
+        except ServiceError:
+            return  # reported by `acs check`
+        area = mapping.name
+        for field in mapping.fields:
+            spec = campaign.field(field.acs)
+            column = metadata.attributes.get(field.d365)
+            if field.type is not None or spec is None or column is None or spec.kind in NOT_VALUES:
                 continue
-            if field is None:
-                continue
-            kind = _sent_kind(
-                field, metadata.attributes.get(field.d365) if metadata else None, mapping.picklist_values
-            )
-            campaign_type = _campaign_type(spec)
             if any(r.field == field.d365 for r in mapping.replacements):
                 continue  # replaced values: their type is decided per row
-            if kind is None and (metadata is None or field.d365 not in metadata.attributes):
-                continue  # the Dynamics column's type is unknown (not reachable, or reported missing)
-            if campaign_type in ("link", "item"):
-                problems.append(
-                    Check(FAILED, area, f"Campaign field '{path}' is a {campaign_type}, not a value")
-                )
-            elif kind is None:
-                problems.append(
-                    Check(
-                        WARNING, area, f"{field.d365} → {path}: sent unconverted (no conversion for its type)"
-                    )
-                )
-            elif campaign_type not in _TAKES:
-                problems.append(
-                    Check(WARNING, area, f"Campaign field '{path}' has type '{campaign_type}': not checked")
-                )
-            elif kind not in _TAKES[campaign_type]:
-                level = WARNING if campaign_type in ("string", "memo") else FAILED
-                problems.append(
-                    Check(
-                        level,
-                        area,
-                        f"{field.d365} → {path}: a {kind} value into a Campaign {campaign_type} field",
-                    )
-                )
-        if missing:
-            yield Check(
-                FAILED,
-                area,
-                f"fields missing on Campaign resource '{resource}': {', '.join(missing)} "
-                "(custom fields need the cus prefix and the profileAndServicesExt endpoint)",
-            )
-        yield from problems
-        if not missing:
-            yield Check(OK, area, f"Campaign resource '{resource}': {len(targets)} field(s) found")
-
-    @staticmethod
-    def _key_filter(app: App, mapping: TableMapping) -> Check:
-        key, resource = mapping.key, mapping.acs_resource
-        try:
-            app.campaign.find_by(resource, key.acs_filter, {key.acs: PROBE_VALUE}, line_count=1)
-        except ServiceError as exc:
-            return Check(
-                FAILED,
-                mapping.name,
-                f"Campaign key filter {key.acs_filter} (parameter {key.acs}_parameter) does not answer: "
-                f"{_brief(exc)}; define it on {resource} in Campaign",
-            )
-        return Check(OK, mapping.name, f"Campaign key filter {key.acs_filter} answers")
+            kind = _sent_kind(field, column, mapping.picklist_values)
+            if kind is None:
+                message = f"{field.d365} → {field.acs}: sent unconverted (no conversion for its type)"
+                yield Check(WARNING, area, message)
+            elif spec.kind in TAKES and kind not in TAKES[spec.kind]:
+                level = WARNING if spec.kind in ("string", "memo") else FAILED
+                message = f"{field.d365} → {field.acs}: a {kind} value into a Campaign {spec.kind} field"
+                yield Check(level, area, message)
 
     # -- opt-out -----------------------------------------------------------------------------------
 
     @staticmethod
-    def _optout(app: App, dynamics_ok: bool, campaign_ok: bool) -> Iterator[Check]:
+    def _optout_columns(app: App) -> Iterator[Check]:
+        """The Dynamics side of the opt-out pairs (the Campaign side is `acs check`'s)."""
         reconciler = app.optout_reconciler
-        pairs = reconciler.pairs
         problems: list[str] = []
-        if dynamics_ok:
-            try:
-                columns = app.dataverse.metadata.table_metadata("contact").attributes
-            except ServiceError as exc:
-                problems.append(f"contact metadata not readable: {_brief(exc)}")
-                columns = {}
-            for pair in pairs if columns else ():
-                column = columns.get(pair.d365)
-                if column is None:
-                    problems.append(f"contact column '{pair.d365}' does not exist")
-                elif column.type != "Boolean":
-                    problems.append(f"contact column '{pair.d365}' is {column.type}, not Boolean")
-        if campaign_ok:
-            endpoint, name = reconciler.resource.split("/", 1)
-            try:
-                description = app.campaign.pipeline.request("GET", f"{endpoint}/resourceType/{name}").json()
-            except ServiceError as exc:
-                problems.append(f"no description of {reconciler.resource}: {_brief(exc)}")
-                description = {}
-            missing = [p.acs for p in pairs if description and _campaign_field(description, p.acs) is None]
-            if missing:
-                problems.append(
-                    f"Campaign fields missing: {', '.join(missing)} (newer instances say denyList*)"
-                )
-            if reconciler.direction in ("acs_to_d365", "bidirectional"):
-                filter_name = app.settings.acs_changed_since_filter
-                try:
-                    pages = reconciler.campaign.iter_changed_since(
-                        reconciler.resource, datetime.now(UTC), filter_name=filter_name, line_count=1
-                    )
-                    next(pages, None)
-                except ServiceError as exc:
-                    problems.append(
-                        f"Campaign filter {filter_name} does not answer ({_brief(exc)}): "
-                        "define it on lastModified"
-                    )
+        try:
+            columns = app.dataverse.metadata.table_metadata("contact").attributes
+        except ServiceError as exc:
+            problems.append(f"contact metadata not readable: {_brief(exc)}")
+            columns = {}
+        for pair in reconciler.pairs if columns else ():
+            column = columns.get(pair.d365)
+            if column is None:
+                problems.append(f"contact column '{pair.d365}' does not exist")
+            elif column.type != "Boolean":
+                problems.append(f"contact column '{pair.d365}' is {column.type}, not Boolean")
         for problem in problems:
             yield Check(FAILED, "opt-out", problem)
         if not problems:
-            yield Check(
-                OK, "opt-out", f"direction {reconciler.direction}: {len(pairs)} field pair(s) in place"
-            )
+            message = f"direction {reconciler.direction}: {len(reconciler.pairs)} contact column(s) in place"
+            yield Check(OK, "opt-out", message)

@@ -8,6 +8,8 @@ No authentication, faults or limits. Errors answer 400 `{"error": "..."}`.
   POST  /_emulator/events                  {"events", "duplicate_rate"?, "shuffle_seed"?} -> {"positions"}
   POST  /_emulator/events/generate         {"n", "types"?, "seed"?}       -> {"events": [...], "count"}
   POST  /_emulator/faults                  FaultConfig fields             -> the configuration
+  POST  /_emulator/metadata/remove       {"resource", "field"|"filter"|"link"|"key"} -> {}
+  POST  /_emulator/metadata/restore                                     -> {}
   POST  /_emulator/time                    {"advance_seconds"}            -> {}
   POST  /_emulator/reset-counters                                         -> {}
 """
@@ -66,6 +68,19 @@ class AdminApi:
                 config = FaultConfig(**_body(request))
                 self.emulator.faults.configure(config)
                 return json_response(dataclasses.asdict(config))
+            if route == ("POST", "metadata", "remove"):
+                body = _body(request)
+                self.emulator.remove_from_metadata(
+                    str(body.get("resource", "")),
+                    field=body.get("field"),
+                    filter=body.get("filter"),
+                    link=body.get("link"),
+                    key=bool(body.get("key", False)),
+                )
+                return json_response({})
+            if route == ("POST", "metadata", "restore"):
+                self.emulator.restore_metadata()
+                return json_response({})
             if route == ("POST", "time"):
                 self.emulator.advance_time(float(_body(request).get("advance_seconds", 0)))
                 return json_response({})
@@ -74,7 +89,7 @@ class AdminApi:
                 return json_response({})
         except DataError as error:
             return _error(f"{error.code} {error.detail}", error.status if error.status != 500 else 400)
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, KeyError) as error:
             return _error(str(error))
         return _error(f"no admin route {request.method} {request.path}", 404)
 

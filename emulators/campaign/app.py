@@ -8,8 +8,9 @@ from urllib.parse import quote, urlencode
 from werkzeug.wrappers import Request, Response
 
 from .ims import TokenIssuer
+from .metadata import MetadataView
 from .responses import campaign_error, gateway_error, json_response
-from .schema import DataError, Field, Filter, Resource
+from .schema import DataError, Filter, Resource
 from .store import Condition, Order, Store, not_found, since_value
 
 DEFAULT_LINE_COUNT = 25
@@ -36,8 +37,12 @@ class CampaignApi:
         tenant: str,
         big_table_threshold: int,
         max_line_count: int,
+        wrap_single_records: bool = False,
     ) -> None:
         self.store = store
+        self.metadata = MetadataView()
+        # Adobe's docs show a GET by PKey answered bare and as {"content": [record]}: serve either.
+        self.wrap_single_records = wrap_single_records
         self.tokens = tokens
         self.prefix = f"/{tenant}/campaign/"
         self.big_table_threshold = big_table_threshold
@@ -64,7 +69,7 @@ class CampaignApi:
                 return _unsupported(request)
             self.store.count_call(resource.name, "read")
             if wants_filters:
-                return json_response(self._describe_filters(resource, segments[0]))
+                return json_response(self.metadata.describe_filters(resource, segments[0]))
             return json_response(self._describe(resource, base, segments[0]))
         if len(segments) < 2:
             return _unsupported(request)
@@ -86,6 +91,9 @@ class CampaignApi:
             if request.method != "GET":
                 return _not_allowed()
             return self._list(request, view, rest)
+        if rest == ["metadata"] and request.method == "GET":  # the description's own `href`
+            self.store.count_call(resource.name, "read")
+            return json_response(self._describe(resource, base, endpoint))
         if len(rest) == 1:
             return self._item(request, view, rest[0])
         return _unsupported(request)
@@ -146,7 +154,8 @@ class CampaignApi:
         self.store.count_call(resource.name, kind)
         row = self._find(resource, key)
         if request.method == "GET":
-            return json_response(view.render(row))
+            rendered = view.render(row)
+            return json_response({"content": [rendered]} if self.wrap_single_records else rendered)
         if request.method == "DELETE":
             self.store.delete(resource.name, row["PKey"])
             return Response(status=200)
@@ -188,39 +197,9 @@ class CampaignApi:
     # -- metadata -------------------------------------------------------------------------------------
 
     def _describe(self, resource: Resource, base: str, endpoint: str) -> dict[str, Any]:
-        content: dict[str, Any] = {
-            name: _describe_field(spec)
-            for name, spec in resource.fields.items()
-            if name not in ("PKey", "href")
-        }
-        for group, members in resource.groups.items():
-            content[group] = {
-                "apiName": group,
-                "type": "item",
-                "content": {name: _describe_field(spec) for name, spec in members.items()},
-            }
-        if endpoint != STANDARD:
-            with self.store.lock:
-                custom_fields = sorted(self.store.tables[resource.name].custom_fields)
-            for name in custom_fields:
-                content[name] = {"apiName": name, "label": name, "type": "string", "resType": "string"}
-        return {
-            "content": content,
-            "data": f"/{endpoint}/{resource.name}/",
-            "filters": {"href": f"{base}/{endpoint}/resourceType/{resource.name}/filters"},
-            "href": f"{base}/{endpoint}/resourceType/{resource.name}",
-            "label": resource.label,
-            "name": resource.name,
-            "schema": resource.schema,
-            "type": "item",
-        }
-
-    @staticmethod
-    def _describe_filters(resource: Resource, endpoint: str) -> dict[str, Any]:
-        return {
-            name: {"label": name, "data": f"/{endpoint}/{resource.name}/{name}?{spec.param}=$value"}
-            for name, spec in resource.filters.items()
-        }
+        with self.store.lock:
+            written = sorted(self.store.tables[resource.name].custom_fields)
+        return self.metadata.describe(resource, base, endpoint, written)
 
 
 class _View:
@@ -249,25 +228,6 @@ class _View:
                 shown[name] = value
         shown["href"] = self.href(row["PKey"])
         return shown
-
-
-def _describe_field(spec: Field) -> dict[str, Any]:
-    res_type = {"long": "int64", "double": "double", "enumeration": "string", "link": "link"}.get(
-        spec.kind, spec.kind
-    )
-    kind = "number" if spec.kind in ("long", "double") else spec.kind
-    described: dict[str, Any] = {"apiName": spec.name, "label": spec.label, "type": kind, "resType": res_type}
-    if spec.length is not None:
-        described["length"] = spec.length
-    if spec.values:
-        described["values"] = {value: {"label": value} for value in spec.values}
-    if spec.target:
-        described["resTarget"] = spec.target
-    if spec.policy:
-        described["dataPolicy"] = spec.policy
-    if spec.read_only:
-        described["readOnly"] = True
-    return described
 
 
 def _order(text: str | None) -> Order | None:

@@ -17,6 +17,10 @@ lastModified ascending unless `_order` says otherwise). Custom resources get the
 `.../_count` counts. `_lineCount` defaults to 25 and is capped at `max_line_count`; `next.href` is absolute;
 on tables over `big_table_threshold` rows, `next` appears only with `_forcePagination=true` (as in Campaign).
 
+Metadata (`.../resourceType/<res>` and its filters, see `metadata.py`): `profile_extension` declares the
+profile's `cus*` fields (described before any record has them); `remove_from_metadata` breaks one piece.
+`wrap_single_records=True` answers a GET by PKey as `{"content": [record]}` (the other shape Adobe shows).
+
 Writes: `lastModified` is bumped by every non-empty PATCH; each opt-out flag's `...LastModified`
 (`blackListAllLastModified` for `blackList`) only when that flag changes value; read-only fields in a body
 are ignored. Data errors answer HTTP 500 `{"code", "error_code", "message", "logId"}` (message starts with
@@ -65,11 +69,13 @@ class CampaignEmulator:
         journal_retry_after_seconds: int = 10,
         big_table_threshold: int = 100_000,
         max_line_count: int = 1000,
+        profile_extension: dict[str, str] | None = None,
+        wrap_single_records: bool = False,
     ) -> None:
         self.org_id = org_id
         self.tenant = tenant
         self.clock = EmulatedClock()
-        resources: dict[str, Resource] = {"profile": profile_resource()}
+        resources: dict[str, Resource] = {"profile": profile_resource(profile_extension)}
         configs = DEFAULT_CUSTOM_RESOURCES if custom_resources is None else custom_resources
         resources.update({name: custom_resource(name, config) for name, config in configs.items()})
         self.store = Store(resources, self.clock)
@@ -98,6 +104,7 @@ class CampaignEmulator:
             tenant=tenant,
             big_table_threshold=big_table_threshold,
             max_line_count=max_line_count,
+            wrap_single_records=wrap_single_records,
         )
         self._admin = AdminApi(self)
         self._port = port
@@ -212,6 +219,24 @@ class CampaignEmulator:
         events = build_events(profiles, n, tenant=self.tenant, now=self.clock.now(), types=types, seed=seed)
         self.publish_events(events)
         return events
+
+    def remove_from_metadata(
+        self,
+        resource: str,
+        *,
+        field: str | None = None,
+        filter: str | None = None,
+        link: str | None = None,
+        key: bool = False,
+    ) -> None:
+        """Hide a field, filter, link or the identification key's field from `resourceType` metadata (as
+        on an instance where the admin skipped that step); `restore_metadata()` undoes it."""
+        if resource not in self.store.tables:
+            raise KeyError(f"unknown resource {resource}")
+        self.api.metadata.remove(resource, field=field, filter=filter, link=link, key=key)
+
+    def restore_metadata(self) -> None:
+        self.api.metadata.restore()
 
     def advance_time(self, seconds: float) -> None:
         """Move the emulated clock: tokens expire, journal events past retention are purged."""

@@ -96,6 +96,7 @@ class Resource:
     filters: dict[str, Filter] = field(default_factory=dict)
     linked: bool = True  # exposed under /profileAndServicesExt (else /customResources)
     accepts_custom_fields: bool = False  # the profile accepts any `cus*` field on the Ext endpoint
+    links: dict[str, Field] = field(default_factory=dict)  # join links: described, not stored
 
     def writable(self, name: str) -> Field | None:
         spec = self.fields.get(name)
@@ -118,6 +119,8 @@ class Resource:
                 values[name] = self._validate_group(name, value)
                 continue
             spec = self.fields.get(name)
+            if spec is not None and not extended and name.startswith(CUSTOM_FIELD_PREFIX):
+                raise self._unknown(name)  # extension fields exist only on /profileAndServicesExt
             if spec is None:
                 if self.accepts_custom_fields and extended and name.startswith(CUSTOM_FIELD_PREFIX):
                     values[name] = _custom_value(name, value)
@@ -207,8 +210,9 @@ def _string(name: str, length: int, label: str = "", **kw: Any) -> Field:
     return Field(name, "string", label=label or name, length=length, **kw)
 
 
-def profile_resource() -> Resource:
-    """The out-of-the-box profile (`nms:recipient`) plus the externalId identification key."""
+def profile_resource(extension: dict[str, str] | None = None) -> Resource:
+    """The out-of-the-box profile (`nms:recipient`) plus the externalId identification key and the
+    declared `cus*` extension fields (`{"cusTier": "string(20)"}`, types as in `custom_resource`)."""
     fields = [
         Field("PKey", "string", "Primary key", read_only=True),
         Field("href", "string", "URL", read_only=True),
@@ -235,6 +239,10 @@ def profile_resource() -> Resource:
         fields.append(
             Field(opt_out_timestamp_field(flag), "datetime", f"{flag} last modified", read_only=True)
         )
+    for name, declared in (extension or {}).items():
+        if not name.startswith(CUSTOM_FIELD_PREFIX):
+            raise ValueError(f"profile extension field {name!r}: custom fields start with 'cus'")
+        fields.append(declared_field(name, declared, owner="profile"))
     location = {
         **{f"address{i}": _string(f"address{i}", 80) for i in range(1, 5)},
         "city": _string("city", 50, "City"),
@@ -281,26 +289,39 @@ DEFAULT_CUSTOM_RESOURCES: dict[str, dict[str, Any]] = {
 _TYPE = re.compile(r"^(string|boolean|date|datetime|long|double|link)(?:\((\w+)\))?$")
 
 
+def declared_field(name: str, declared: str, *, owner: str) -> Field:
+    """A field from its declaration: `string(100)`, `long`, `double`, `boolean`, `date`, `datetime`,
+    `link(profile)` (a link stored as the target's PKey)."""
+    match = _TYPE.match(declared)
+    if match is None:
+        raise ValueError(f"{owner}.{name}: unknown type {declared!r}")
+    kind, argument = match.groups()
+    if kind == "string":
+        return _string(name, int(argument or 255))
+    if kind == "link":
+        return Field(name, "link", name, target=argument or "profile")
+    return Field(name, kind, name)
+
+
 def custom_resource(name: str, config: dict[str, Any]) -> Resource:
     """Build a custom resource from `{"fields": {name: "string(100)" | "long" | "link(profile)" | ...},
-    "key": field, "filters": {"byX": field}, "linked": bool, "label": str}`."""
+    "key": field, "filters": {"byX": field}, "linked": bool, "label": str, "links": {name: {"target":
+    "profile", "join": {"<own field>": "<target field>"}}}}`. A join link is the way Adobe's integration
+    links a child to its contact: the child stores the contact's external id and Campaign joins on it."""
     fields = [
         Field("PKey", "string", "Primary key", read_only=True),
         Field("href", "string", "URL", read_only=True),
         Field("created", "datetime", "Created", read_only=True),
         Field("lastModified", "datetime", "Last modified", read_only=True),
     ]
-    for field_name, declared in config.get("fields", {}).items():
-        match = _TYPE.match(declared)
-        if match is None:
-            raise ValueError(f"{name}.{field_name}: unknown type {declared!r}")
-        kind, argument = match.groups()
-        if kind == "string":
-            fields.append(_string(field_name, int(argument or 255)))
-        elif kind == "link":
-            fields.append(Field(field_name, "link", field_name, target=argument or "profile"))
-        else:
-            fields.append(Field(field_name, kind, field_name))
+    fields += [declared_field(n, declared, owner=name) for n, declared in config.get("fields", {}).items()]
+    declared_names = {f.name for f in fields}
+    links = {}
+    for link_name, link in config.get("links", {}).items():
+        unknown = [own for own in link.get("join", {}) if own not in declared_names]
+        if unknown:
+            raise ValueError(f"{name}.{link_name}: the join uses undeclared field(s) {unknown}")
+        links[link_name] = Field(link_name, "link", link_name, target=link["target"], read_only=True)
     return Resource(
         name=name,
         label=config.get("label", name),
@@ -309,4 +330,5 @@ def custom_resource(name: str, config: dict[str, Any]) -> Resource:
         key=config.get("key"),
         filters={key: custom_filter(key, target) for key, target in config.get("filters", {}).items()},
         linked=config.get("linked", True),
+        links=links,
     )

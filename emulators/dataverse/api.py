@@ -266,6 +266,11 @@ class DataApi:
             if total is None:
                 total = sum(1 for _, r in self.store.scan(name) if predicate is None or predicate(r))
             payload["@odata.count"] = min(total, MAX_PAGE_SIZE)
+            # Only when asked for (Prefer), as the service does: whether the count stopped at the limit.
+            if call.prefer.wants("Microsoft.Dynamics.CRM.totalrecordcount"):
+                payload["@Microsoft.Dynamics.CRM.totalrecordcount"] = min(total, MAX_PAGE_SIZE)
+            if call.prefer.wants("Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded"):
+                payload["@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded"] = total > MAX_PAGE_SIZE
         payload["value"] = [serialize(r) for r in page]
         if next_cookie is not None:
             page_number = int(cookie.get("pagenumber", 1)) + 1

@@ -1,5 +1,6 @@
-"""Adobe Campaign Standard clients: IMS tokens (`ims`), the REST API (`client`), email events
-(`events`) and the Adobe I/O Events journal (`journal`).
+"""Adobe Campaign Standard clients: IMS tokens (`ims`), the REST API (`client`), resource metadata
+(`metadata`) and what `acs check` verifies with it (`check`), email events (`events`) and the Adobe I/O
+Events journal (`journal`).
 
 Names are imported on first use so that importing the package stays cheap.
 """

@@ -16,8 +16,9 @@ from urllib.parse import quote, urlencode
 
 import requests
 
-from shared.acs.errors import AmbiguousKeyError, parse_campaign_error
-from shared.http import ApiPipeline, RateLimiter, RetryPolicy, TokenProvider, new_session
+from shared.acs.errors import DUPLICATE_KEY_MESSAGE, AmbiguousKeyError, parse_campaign_error
+from shared.errors import ConflictError, RequestRejectedError, ServiceError
+from shared.http import ApiPipeline, RateLimiter, RetryPolicy, SharedRate, TokenProvider, new_session
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,26 @@ def format_campaign_datetime(value: datetime) -> str:
     if value.tzinfo is None:
         raise ValueError("a timezone-aware datetime is required (Campaign compares UTC timestamps)")
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def single_record(body: Any) -> dict[str, Any]:
+    """One record from an answer Adobe documents both bare (`{"PKey", ...}`, "GET / POST / PATCH / DELETE
+    verbs") and wrapped (`{"content": [{"PKey", ...}]}`, "Updating profiles")."""
+    if isinstance(body, dict) and "PKey" not in body and isinstance(body.get("content"), list):
+        if len(body["content"]) != 1:
+            raise ServiceError(
+                f"a single-record answer held {len(body['content'])} records", service="campaign"
+            )
+        return body["content"][0]
+    return body
+
+
+def filter_path_name(filter_name: str) -> str:
+    """The filter as called: `ExternalId` and `externalId` become `byExternalId` (Campaign Standard's
+    custom filter prefix); a name with the prefix is used as is."""
+    if filter_name.startswith("by"):
+        return filter_name
+    return "by" + filter_name[:1].upper() + filter_name[1:]
 
 
 def _with_query(path: str, query: Mapping[str, Any]) -> str:
@@ -43,6 +64,7 @@ class CampaignClient:
     :param token_provider: usually `shared.acs.ims.ImsTokenProvider`.
     :param requests_per_second: client-side cap; Adobe publishes no number, it depends on the licence.
     :param max_concurrency: requests in flight at once, across threads.
+    :param shared_rate: this process's share of a budget across instances; replaces `requests_per_second`.
     """
 
     def __init__(
@@ -53,6 +75,7 @@ class CampaignClient:
         token_provider: TokenProvider,
         timeout: tuple[float, float] = (5, 60),
         requests_per_second: float | None = None,
+        shared_rate: SharedRate | None = None,
         max_concurrency: int = 4,
         retry: RetryPolicy | None = None,
         session: requests.Session | None = None,
@@ -70,7 +93,9 @@ class CampaignClient:
             },
             timeout=timeout,
             retry=retry or RetryPolicy(),
-            limiter=RateLimiter(requests_per_second=requests_per_second, max_concurrency=max_concurrency),
+            limiter=RateLimiter(
+                requests_per_second=requests_per_second, max_concurrency=max_concurrency, shared=shared_rate
+            ),
             error_parser=parse_campaign_error,
             session=session or new_session(),
             verify=verify,
@@ -136,8 +161,7 @@ class CampaignClient:
         :param custom: a filter defined in the instance (its parameters are sent as
             `<name>_parameter`); False for built-ins such as `byEmail?email=` and `byText?text=`.
         """
-        if not filter_name.startswith("by"):
-            filter_name = "by" + filter_name[:1].upper() + filter_name[1:]
+        filter_name = filter_path_name(filter_name)
         query = {(f"{name}_parameter" if custom else name): value for name, value in params.items()}
         return [
             record
@@ -163,9 +187,9 @@ class CampaignClient:
         return matches[0] if matches else None
 
     def get(self, resource: str, pkey: str) -> dict[str, Any] | None:
-        """The record with this PKey, or None if Campaign answers 404."""
+        """The record with this PKey (answered bare or as `{"content": [record]}`), or None on a 404."""
         response = self.pipeline.request("GET", self._record_path(resource, pkey), ok_statuses=(404,))
-        return None if response.status_code == 404 else response.json()
+        return None if response.status_code == 404 else single_record(response.json())
 
     def iter_changed_since(
         self,
@@ -202,8 +226,18 @@ class CampaignClient:
         On an ambiguous failure (`ConnectionFailedError` with `may_have_applied`, or a `TransientError`
         from a 5xx) the record may exist: look it up by its business key (`find_one_by_key`) before
         trying again, or it may be created twice.
+
+        :raises ConflictError: a record with the same identification key exists (Campaign answers its
+            database's unique-key violation, `PGS-220000 ... duplicate key value`): another writer won.
         """
-        return self.pipeline.request("POST", resource, json=dict(body)).json()
+        try:
+            return single_record(self.pipeline.request("POST", resource, json=dict(body)).json())
+        except RequestRejectedError as exc:
+            if DUPLICATE_KEY_MESSAGE not in (exc.message or ""):
+                raise
+            raise ConflictError(
+                exc.message, status=exc.status, code=exc.code, service="campaign", body=exc.body
+            ) from exc
 
     def patch(self, resource: str, pkey: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Update fields of a record; answers `{"PKey", "href"}`.

@@ -25,6 +25,9 @@ PRODUCT_NOT_PROVISIONED_CODE = "403023"
 # Heads every Campaign data error; the engine's own code (XTK-, PGS-, ...) follows it.
 GENERIC_DATA_ERROR_CODE = "RST-360011"
 _CAMPAIGN_CODE = re.compile(r"\b(?:RST|XTK|PGS)-\d+\b")
+# In the data error a create gets when a record with its identification key exists (PostgreSQL's unique
+# index on the key, behind PGS-220000, which heads any database error).
+DUPLICATE_KEY_MESSAGE = "duplicate key value violates unique constraint"
 
 
 def _json_object(response: requests.Response) -> dict[str, Any]:

@@ -122,14 +122,33 @@ class JournalReader:
                 next_url = self._url({"limit": self.limit, "since": position})
             url = next_url
 
+    def peek(
+        self, since: str | None, *, timeout: tuple[float, float] | None = None
+    ) -> CampaignEmailEvent | None:
+        """The first event after `since` (None: the oldest retained one), or None at the end of the
+        journal. Reads one event and moves nothing: how far behind a reader at `since` is.
+
+        :raises JournalPositionExpired: `since` fell out of retention.
+        """
+        query: dict[str, Any] = {"limit": 1}
+        if since:
+            query["since"] = since
+        response = self._get(self._url(query), timeout=timeout)
+        if response.status_code == 204:
+            return None
+        entries = [entry for entry in response.json().get("events") or [] if isinstance(entry, dict)]
+        if not entries:
+            return None
+        return self.parser.parse(entries[0].get("event"), position=entries[0].get("position"))
+
     def _url(self, query: dict[str, Any]) -> str:
         separator = "&" if "?" in self.journal_url else "?"
         return f"{self.journal_url}{separator}{urlencode(query)}"
 
-    def _get(self, url: str) -> requests.Response:
+    def _get(self, url: str, *, timeout: tuple[float, float] | None = None) -> requests.Response:
         since = _since_of(url)
         try:
-            return self.pipeline.request("GET", url)
+            return self.pipeline.request("GET", url, timeout=timeout)
         except (RequestRejectedError, NotFoundError) as exc:
             # 410 Gone is documented; some gateways word a stale position as a 400/404 instead.
             if since and (exc.status == 410 or _EXPIRED_MESSAGE.search(exc.body or exc.message or "")):

@@ -1,9 +1,7 @@
-"""`python -m shared.cli …`"""
+"""`python -m shared.cli …` (the same as the `acsd365` console script)."""
 
-import logging
 import sys
 
 from shared.cli import main
 
-logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
 sys.exit(main())

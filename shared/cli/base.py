@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from shared.errors import ServiceError
@@ -57,9 +59,14 @@ def command(name: str, *, help: str, arguments: Callable[[argparse.ArgumentParse
     return register
 
 
+def _program() -> str:
+    """How the user called us: the `acsd365` console script, or the module."""
+    return "acsd365" if Path(sys.argv[0]).name == "acsd365" else "python -m shared.cli"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m shared.cli", description="Operate the Campaign ⇄ Dynamics 365 integration."
+        prog=_program(), description="Operate the Campaign ⇄ Dynamics 365 integration."
     )
     groups = {(): parser.add_subparsers(dest="command", required=True, metavar="COMMAND")}
     for name in sorted(COMMANDS):
@@ -75,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         leaf = groups[words[:-1]].add_parser(words[-1], help=spec.help, description=spec.help)
         if spec.arguments is not None:
             spec.arguments(leaf)
+        if "--json" not in leaf._option_string_actions:
+            leaf.add_argument("--json", action="store_true", help="one JSON document instead of text")
         leaf.set_defaults(handler=spec.run)
     return parser
 
@@ -86,17 +95,17 @@ def _default_app() -> App:
 
 
 def main(argv: list[str] | None = None, *, app: App | None = None, out: TextIO | None = None) -> int:
-    """Parse `argv`, run the command, answer its exit code. `app` replaces `get_app()` (tests)."""
+    """Parse `argv` (default: the process's arguments, as the `acsd365` console script and
+    `python -m shared.cli` call it), run the command, answer its exit code. `app` replaces `get_app()`
+    (tests)."""
+    if argv is None:  # a process of its own: its log lines are ours to format
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
     context = CommandContext(out or sys.stdout, (lambda: app) if app is not None else _default_app)
     try:
         return args.handler(args, context)
-    except ServiceError as exc:
-        context.print(f"failed: {exc}")
-        return FAILED
-    except ValueError as exc:  # invalid settings or sync config: their messages list every problem
-        context.print(f"failed: {exc}")
-        return FAILED
+    except (ServiceError, ValueError) as exc:  # ValueError: settings or sync config, every problem listed
+        return refuse(args, context, str(exc))
 
 
 # -- shared helpers of the operator commands ------------------------------------------------------------
@@ -155,9 +164,14 @@ def print_json(context: CommandContext, data: Any) -> None:
     context.print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
 
 
+def refuse(args: argparse.Namespace, context: CommandContext, message: str, **details: Any) -> int:
+    """A command that cannot run as asked: `failed: <why>` (or its JSON document), exit code FAILED."""
+    if args.json:
+        print_json(context, {"failed": message, **details})
+    else:
+        context.print(f"failed: {message}")
+    return FAILED
+
+
 def table_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--table", required=True, help="Dynamics table (contact) or mapping name (contacts)")
-
-
-def json_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="machine-readable output")

@@ -1,9 +1,8 @@
-"""Checks that change nothing unless asked: `validate-config`, `dry-run`, `verify`."""
+"""Checks that change nothing: `validate-config`, `dry-run`."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 
 from shared.cli.base import (
@@ -14,9 +13,9 @@ from shared.cli.base import (
     command,
     mapping_named,
     print_json,
+    refuse,
     table_argument,
 )
-from shared.errors import ServiceError
 
 # -- validate-config ----------------------------------------------------------------------------------
 
@@ -32,15 +31,27 @@ def validate_config(args: argparse.Namespace, context: CommandContext) -> int:
     from shared.validation import FAILED as CHECK_FAILED
     from shared.validation import WARNING, ConfigValidator
 
-    context.print("Checking the configuration (nothing is changed)")
+    if not args.json:
+        context.print("Checking the configuration (nothing is changed)")
     levels: Counter[str] = Counter()
+    checks = []
     for check in ConfigValidator(lambda: context.app).run():
         levels[check.level] += 1
+        checks.append({"level": check.level, "area": check.area, "message": check.message})
+        if args.json:
+            continue
         first, *more = check.message.splitlines()
         context.print(f"  {_LEVEL_LABELS[check.level]:<4}  {check.area:<12}  {first}")
         for line in more:
             context.print(f"  {'':<4}  {'':<12}  {line.strip()}")
     total = sum(levels.values())
+    code = FAILED if levels[CHECK_FAILED] else WARNINGS if levels[WARNING] else OK
+    if args.json:
+        print_json(
+            context,
+            {"checks": checks, "failed": levels[CHECK_FAILED], "warnings": levels[WARNING], "total": total},
+        )
+        return code
     if levels[CHECK_FAILED]:
         context.print(
             f"Result: {levels[CHECK_FAILED]} check(s) failed, {levels[WARNING]} warning(s), of {total}. "
@@ -63,7 +74,6 @@ def _dry_run_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--id", action="append", dest="ids", metavar="GUID", help="a row id (repeatable)")
     which.add_argument("--limit", type=int, default=25, help="how many rows of the table (default 25)")
     parser.add_argument("--replay", action="store_true", help="plan as a replay: every mapped field")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 @command(
@@ -78,8 +88,7 @@ def dry_run(args: argparse.Namespace, context: CommandContext) -> int:
 
     bad = [i for i in args.ids or () if not is_guid(i)]
     if bad:
-        context.print(f"failed: not a row id (GUID): {', '.join(bad)}")
-        return FAILED
+        return refuse(args, context, f"not a row id (GUID): {', '.join(bad)}")
     mapping = mapping_named(context, args.table)
     plans = list(
         DryRun(context.app.ingress, replay=args.replay).plan(mapping, ids=args.ids or (), limit=args.limit)
@@ -115,69 +124,3 @@ def dry_run(args: argparse.Namespace, context: CommandContext) -> int:
     counts = ", ".join(f"{summary[a]} {a}" for a in ACTIONS if summary[a])
     context.print(f"{len(plans)} record(s): {counts}.")
     return WARNINGS if summary[ERROR] else OK
-
-
-# -- verify -------------------------------------------------------------------------------------------
-
-
-def _verify_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--mapping", help="only this table mapping (name or Dynamics table); default: every enabled one"
-    )
-    parser.add_argument(
-        "--repair",
-        action="store_true",
-        help="write what Dynamics holds for every drifted record (the normal write path and ledger), "
-        "then check those records again",
-    )
-    parser.add_argument(
-        "--limit",
-        type=int,
-        metavar="N",
-        help="a quick sample: only the first N Dynamics rows of each mapping, looked up in Campaign by key "
-        "(extra Campaign records are not searched for)",
-    )
-
-
-@command(
-    "verify",
-    help="Compare Dynamics and Campaign record by record (the key and the fields that apply updates) and "
-    "report drift: missing, extra and mismatched Campaign records; --repair fixes it. Prints one JSON line "
-    "per mapping last. Exit 0: no drift (left), 1: drift, 2: failed.",
-    arguments=_verify_arguments,
-)
-def verify(args: argparse.Namespace, context: CommandContext) -> int:
-    from shared.flows.verify import MappingResult
-
-    if args.limit is not None and args.limit < 1:
-        context.print("failed: --limit must be at least 1")
-        return FAILED
-    config = context.app.config
-    mappings = (
-        [mapping_named(context, args.mapping)] if args.mapping else [m for m in config.tables if m.enabled]
-    )
-    results = []
-    for mapping in mappings:
-        scope = f"first {args.limit:,} row(s)" if args.limit else "every record"
-        context.print(
-            f"Verifying '{mapping.name}' (Dynamics {mapping.d365_table} ↔ Campaign {mapping.acs_resource}), "
-            f"{scope}" + (", repairing drift" if args.repair else ", changing nothing")
-        )
-        try:
-            result = context.app.verifier.verify(
-                mapping,
-                repair=args.repair,
-                limit=args.limit,
-                progress=lambda text: context.print(f"  {text}"),
-            )
-        except ServiceError as exc:
-            context.print(f"  failed: {exc}")
-            result = MappingResult(mapping.name, sample=args.limit is not None, error=str(exc))
-        else:
-            context.print(f"  {result.summary()}")
-        results.append(result)
-    for result in results:
-        context.print(json.dumps(result.to_json(), default=str, ensure_ascii=False))
-    if any(result.error is not None for result in results):
-        return FAILED
-    return WARNINGS if any(result.drift_remains for result in results) else OK

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from shared.cli.base import (
-    FAILED,
-    OK,
-    WARNINGS,
-    CommandContext,
-    command,
-)
+from shared.cli.base import OK, WARNINGS, CommandContext, command, print_json, refuse
 from shared.errors import ServiceError
 
 # -- d365 setup --------------------------------------------------------------------------------------
@@ -39,8 +33,7 @@ def d365_setup(args: argparse.Namespace, context: CommandContext) -> int:
     from shared.setup.d365 import D365Setup, WebhookTarget
 
     if bool(args.webhook_url) != bool(args.function_key):
-        context.print("failed: --webhook-url and --function-key go together")
-        return FAILED
+        return refuse(args, context, "--webhook-url and --function-key go together")
     settings = context.app.settings
     webhook = None
     if args.webhook_url:
@@ -59,21 +52,41 @@ def d365_setup(args: argparse.Namespace, context: CommandContext) -> int:
         solution=args.solution,
     )
     dry_run = args.dry_run
-    context.print(
+    say = (lambda text: None) if args.json else context.print
+    say(
         f"Dynamics 365 setup of {settings.d365_org_url}"
         + (" (dry run: nothing is changed)" if dry_run else "")
     )
     actions = setup.plan()
+    done = []
     for action in actions:
-        context.print("  " + action.describe(dry_run=dry_run))
+        say("  " + action.describe(dry_run=dry_run))
+        step = {
+            "verb": action.verb,
+            "target": action.target,
+            "detail": action.detail,
+            "change": action.changes,
+        }
+        done.append(step)
         if not dry_run and action.apply is not None:
             try:
                 action.apply()
             except ServiceError as exc:
-                context.print(f"failed: {action.verb} {action.target}: {exc}")
-                return FAILED
+                return refuse(args, context, f"{action.verb} {action.target}: {exc}", actions=done)
     changes = sum(action.changes for action in actions)
     warnings = sum(action.verb == "warning" for action in actions)
+    if args.json:
+        print_json(
+            context,
+            {
+                "org_url": settings.d365_org_url,
+                "dry_run": dry_run,
+                "actions": done,
+                "changes": changes,
+                "warnings": warnings,
+            },
+        )
+        return WARNINGS if warnings else OK
     if not changes:
         context.print("Nothing to change: Dynamics is already set up.")
     elif dry_run:

@@ -1,14 +1,10 @@
-"""Operating on records and streams: `replay`, `deadletters list|show|retry`, `checkpoint reset`."""
+"""Records in sync: `verify` (every record compared), `resync` (one record, now), `replay` (a whole table
+on the next run)."""
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import re
-from collections.abc import Iterator
-from dataclasses import asdict
-from typing import TYPE_CHECKING
 
 from shared.cli.base import (
     FAILED,
@@ -16,16 +12,187 @@ from shared.cli.base import (
     WARNINGS,
     CommandContext,
     command,
-    json_argument,
     mapping_named,
-    print_columns,
     print_json,
+    refuse,
     table_argument,
-    when,
 )
+from shared.errors import ServiceError
 
-if TYPE_CHECKING:
-    from shared.store import DeadLetter
+# -- verify -------------------------------------------------------------------------------------------
+
+
+def _verify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mapping", help="only this table mapping (name or Dynamics table); default: every enabled one"
+    )
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="write what Dynamics holds for every drifted record (the normal write path and ledger), "
+        "then check those records again",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="a quick sample: only the first N Dynamics rows of each mapping, looked up in Campaign by key "
+        "(extra Campaign records are not searched for)",
+    )
+
+
+@command(
+    "verify",
+    help="Compare Dynamics and Campaign record by record (the key and the fields that apply updates) and "
+    "report drift: missing, extra and mismatched Campaign records; --repair fixes it. Prints one JSON line "
+    "per mapping last (--json: only one document). Exit 0: no drift (left), 1: drift, 2: failed.",
+    arguments=_verify_arguments,
+)
+def verify(args: argparse.Namespace, context: CommandContext) -> int:
+    from shared.flows.verify import MappingResult
+
+    if args.limit is not None and args.limit < 1:
+        return refuse(args, context, "--limit must be at least 1")
+    say = (lambda text: None) if args.json else context.print
+    config = context.app.config
+    mappings = (
+        [mapping_named(context, args.mapping)] if args.mapping else [m for m in config.tables if m.enabled]
+    )
+    results = []
+    for mapping in mappings:
+        scope = f"first {args.limit:,} row(s)" if args.limit else "every record"
+        say(
+            f"Verifying '{mapping.name}' (Dynamics {mapping.d365_table} ↔ Campaign {mapping.acs_resource}), "
+            f"{scope}" + (", repairing drift" if args.repair else ", changing nothing")
+        )
+        try:
+            result = context.app.verifier.verify(
+                mapping,
+                repair=args.repair,
+                limit=args.limit,
+                progress=lambda text: say(f"  {text}"),
+            )
+        except ServiceError as exc:
+            say(f"  failed: {exc}")
+            result = MappingResult(mapping.name, sample=args.limit is not None, error=str(exc))
+        else:
+            say(f"  {result.summary()}")
+        results.append(result)
+    if args.json:
+        print_json(context, {"mappings": [result.to_json() for result in results]})
+    else:
+        for result in results:
+            context.print(json.dumps(result.to_json(), default=str, ensure_ascii=False))
+    if any(result.error is not None for result in results):
+        return FAILED
+    return WARNINGS if any(result.drift_remains for result in results) else OK
+
+
+# -- resync -------------------------------------------------------------------------------------------
+
+# What each outcome of one record's sync means to the operator who asked for it.
+_OUTCOMES = {
+    "created": "created in Campaign",
+    "updated": "Campaign updated",
+    "unchanged": "Campaign already holds this content: nothing written",
+    "deleted": "gone from Dynamics: deleted from Campaign",
+    "delete_not_applied": "gone from Dynamics; apply_deletes is off, so Campaign's record is kept",
+    "excluded": "outside the mapping's filter: not written",
+    "filtered_out_deleted": "left the mapping's filter: deleted from Campaign",
+    "duplicate": "applied already: nothing written",
+    "stale": "a newer version is applied already: nothing written",
+    "handed_off": "another writer holds the record: it applies the newest state before it lets go",
+    "failed": "failed (transient): the timer retries it with backoff",
+    "dead": "rejected: a dead letter (`deadletters show <RECORD>`)",
+}
+
+
+def _resync_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("mapping", help="the table mapping: its name (contacts) or Dynamics table (contact)")
+    parser.add_argument("id", help="the Dynamics row id (GUID)")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what would change in Campaign, field by field; write nothing",
+    )
+    how.add_argument(
+        "--force",
+        action="store_true",
+        help="write even when the ledger says Campaign holds this content already (Campaign was changed "
+        "outside the sync): the record is looked up by key and rewritten",
+    )
+
+
+@command(
+    "resync",
+    help="Sync one record now: read the row from Dynamics and apply it to Campaign through the normal write "
+    "path (ledger, one writer per record); an unchanged record writes nothing. Exit 0: done, 1: left to "
+    "another writer or planned with an error, 2: failed or dead.",
+    arguments=_resync_arguments,
+)
+def resync(args: argparse.Namespace, context: CommandContext) -> int:
+    from shared.d365.odata import is_guid
+    from shared.flows.ingress import Mode
+
+    if not is_guid(args.id):
+        return refuse(args, context, f"not a row id (GUID): {args.id}")
+    mapping = mapping_named(context, args.mapping)
+    record_id = args.id.lower()
+    if args.dry_run:
+        return _plan_resync(args, context, mapping, record_id)
+    app = context.app
+    ctx = app.ingress.context(mapping)
+    if args.force:
+        outcome = app.ingress.repair(ctx, record_id)
+    else:
+        outcome = app.ingress.resync(ctx, record_id, mode=Mode.RETRY)
+    entry = app.store.ledger.get(mapping.name, record_id)
+    code = FAILED if outcome in ("failed", "dead") else WARNINGS if outcome == "handed_off" else OK
+    if args.json:
+        print_json(
+            context,
+            {
+                "mapping": mapping.name,
+                "record_id": record_id,
+                "outcome": str(outcome),
+                "ledger": None
+                if entry is None
+                else {
+                    "status": str(entry.status),
+                    "version": entry.source_version,
+                    "campaign_key": entry.target_key,
+                },
+            },
+        )
+        return code
+    meaning = _OUTCOMES.get(outcome)
+    context.print(
+        f"Resync of '{mapping.name}' record {record_id} (Dynamics {mapping.d365_table} → Campaign "
+        f"{mapping.acs_resource}): {outcome}" + (f", {meaning}" if meaning else "")
+    )
+    if entry is not None:
+        context.print(f"  ledger now: {entry.status}" + (f" ({entry.error})" if entry.error else ""))
+    return code
+
+
+def _plan_resync(args: argparse.Namespace, context: CommandContext, mapping, record_id: str) -> int:
+    from shared.dryrun import ERROR, DryRun, show_value
+
+    (plan,) = DryRun(context.app.ingress).plan(mapping, ids=[record_id])
+    code = WARNINGS if plan.action == ERROR else OK
+    if args.json:
+        print_json(context, {"mapping": mapping.name, "dry_run": True, **plan.to_dict()})
+        return code
+    context.print(
+        f"Dry run of a resync of '{mapping.name}' record {record_id}: {plan.action}"
+        + (f" ({plan.reason})" if plan.reason else "")
+        + ". Nothing is written."
+    )
+    for change in plan.changes:
+        context.print(f"  {change.field}: {show_value(change.old)} → {show_value(change.new)}")
+    return code
+
 
 # -- replay -------------------------------------------------------------------------------------------
 
@@ -42,249 +209,23 @@ def replay(args: argparse.Namespace, context: CommandContext) -> int:
     try:
         context.app.ingress.request_replay(mapping.name)
     except ReplayRefused as exc:
-        context.print(f"refused: {exc}")
+        if args.json:
+            print_json(context, {"mapping": mapping.name, "requested": False, "refused": str(exc)})
+        else:
+            context.print(f"refused: {exc}")
         return FAILED
+    enabled = context.app.settings.contacts_sync_enabled
+    if args.json:
+        print_json(context, {"mapping": mapping.name, "requested": True, "contacts_sync_enabled": enabled})
+        return OK if enabled else WARNINGS
     context.print(
         f"Replay of '{mapping.name}' ({mapping.d365_table} → {mapping.acs_resource}) requested: the next "
         "contacts_sync run re-reads every row from Dynamics and writes every mapped field to Campaign, "
         "then goes back to following changes."
     )
-    if not context.app.settings.contacts_sync_enabled:
+    if not enabled:
         context.print(
             "Warning: contacts_sync is disabled (CONTACTS_SYNC_ENABLED): nothing runs until it is on."
         )
         return WARNINGS
-    return OK
-
-
-# -- dead letters --------------------------------------------------------------------------------------
-
-
-def _letters_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--flow", choices=["contacts_sync", "events_push"], help="only this flow's letters")
-    parser.add_argument("--table", help="only this mapping's letters (Dynamics table or mapping name)")
-
-
-def _selected_letters(args: argparse.Namespace, context: CommandContext) -> Iterator[DeadLetter]:
-    mapping = None
-    if args.table:
-        mapping = "events" if args.table == "events" else mapping_named(context, args.table).name
-    letters = context.app.store.deadletters.iter_letters(
-        flow=args.flow, mapping=mapping if args.flow else None
-    )
-    for letter in letters:
-        if mapping is None or letter.mapping == mapping:
-            yield letter
-
-
-_REQUEST_LINE = re.compile(r"\b(?:GET|POST|PUT|PATCH|DELETE) \S+: ")
-
-
-def _error_text(letter: DeadLetter, *, width: int | None = None) -> str:
-    """The letter's error on one line; with `width`, without the request URL and cut in the middle, so
-    the service's prefix (`[campaign 500 XTK-...]`) and its last words both show."""
-    error = letter.error or {}
-    text = " ".join(str(error.get("message") or error.get("type") or "unknown error").split())
-    if width is None:
-        return text
-    text = _REQUEST_LINE.sub("", text)
-    if len(text) <= width:
-        return text
-    head = text[: text.index("] ") + 2] if text.startswith("[") and "] " in text else ""
-    tail = text[len(text) - (width - len(head) - 2) :]
-    return head + "… " + tail.split(" ", 1)[-1]  # from a word's start
-
-
-def _list_arguments(parser: argparse.ArgumentParser) -> None:
-    _letters_arguments(parser)
-    parser.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
-    json_argument(parser)
-
-
-@command(
-    "deadletters list",
-    help="List the dead letters (records and events that need an operator).",
-    arguments=_list_arguments,
-)
-def deadletters_list(args: argparse.Namespace, context: CommandContext) -> int:
-    letters = list(itertools.islice(_selected_letters(args, context), args.limit))
-    if args.json:
-        print_json(
-            context,
-            [
-                {
-                    "flow": letter.flow,
-                    "mapping": letter.mapping,
-                    "record_id": letter.record_id,
-                    "error": letter.error,
-                    "attempt_count": len(letter.attempts),
-                    "created_at": letter.created_at,
-                    "updated_at": letter.updated_at,
-                }
-                for letter in letters
-            ],
-        )
-        return OK
-    if not letters:
-        context.print("No dead letters.")
-        return OK
-    rows = [
-        [
-            letter.flow,
-            letter.mapping,
-            letter.record_id,
-            len(letter.attempts),
-            when(letter.updated_at),
-            _error_text(letter, width=90),
-        ]
-        for letter in letters
-    ]
-    print_columns(context, ["FLOW", "MAPPING", "RECORD", "ATTEMPTS", "LAST FAILED (UTC)", "ERROR"], rows, "")
-    more = " (limit reached: use --limit)" if len(letters) == args.limit else ""
-    context.print(
-        f"{len(letters)} dead letter(s){more}. "
-        "Details: `deadletters show <RECORD>`; once the cause is fixed: `deadletters retry`."
-    )
-    return OK
-
-
-def _show_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("record", help="the record id (Dynamics row id, or event id)")
-    _letters_arguments(parser)
-    json_argument(parser)
-
-
-@command(
-    "deadletters show",
-    help="Show one dead letter: the error, every attempt and the payload.",
-    arguments=_show_arguments,
-)
-def deadletters_show(args: argparse.Namespace, context: CommandContext) -> int:
-    wanted = args.record.lower()
-    letters = [letter for letter in _selected_letters(args, context) if letter.record_id.lower() == wanted]
-    if not letters:
-        context.print(f"No dead letter for {args.record}.")
-        return FAILED
-    if args.json:
-        print_json(context, [asdict(letter) for letter in letters])
-        return OK
-    ledger = context.app.store.ledger
-    for letter in letters:
-        entry = ledger.get(letter.mapping, letter.record_id)
-        context.print(f"Dead letter {letter.flow} / {letter.mapping} / {letter.record_id}")
-        error = letter.error or {}
-        details = [
-            ("first failed", when(letter.created_at)),
-            ("last failed", when(letter.updated_at)),
-            ("error", f"{error.get('type', '')}: {_error_text(letter)}"),
-            ("ledger now", str(entry.status) if entry else "no ledger row"),
-        ]
-        details += [(k, error[k]) for k in ("status", "code") if error.get(k)]
-        for label, value in details:
-            context.print(f"  {label:<13} {value}")
-        context.print(f"  Attempts ({len(letter.attempts)}):")
-        for attempt in letter.attempts:
-            context.print(f"    {when(attempt.get('at'))}  {' '.join(str(attempt.get('message')).split())}")
-        context.print("  Payload:")
-        for line in json.dumps(letter.payload, indent=2, default=str, ensure_ascii=False).splitlines():
-            context.print(f"    {line}")
-    return OK
-
-
-def _retry_arguments(parser: argparse.ArgumentParser) -> None:
-    _letters_arguments(parser)
-    parser.add_argument("--id", dest="record", help="only this record (Dynamics row id, or event id)")
-
-
-@command(
-    "deadletters retry",
-    help="Retry dead letters once their cause is fixed: contacts are re-read from Dynamics and written with "
-    "every field, events are delivered again; a letter is removed when its retry succeeds.",
-    arguments=_retry_arguments,
-)
-def deadletters_retry(args: argparse.Namespace, context: CommandContext) -> int:
-    from shared.flows import events, ingress
-
-    app = context.app
-    letters = [
-        letter
-        for letter in _selected_letters(args, context)
-        if args.record is None or letter.record_id.lower() == args.record.lower()
-    ]
-    if not letters:
-        context.print("No dead letters to retry.")
-        return OK
-    rows, fixed = [], 0
-    for letter in letters:
-        if letter.flow == ingress.FLOW:
-            try:
-                mapping = app.config.mapping(letter.mapping)
-            except KeyError:
-                outcome, success = "skipped: the mapping is no longer configured", False
-            else:
-                ctx = app.ingress.context(mapping)
-                outcome = app.ingress.resync(ctx, letter.record_id, mode=ingress.Mode.REPLAY)
-                success = outcome not in ("failed", "dead")
-        elif letter.flow == events.FLOW:
-            outcome = app.events.replay_event(letter.payload)
-            success = outcome == "written"
-        else:
-            outcome, success = f"skipped: no retry for flow {letter.flow}", False
-        if success:
-            app.store.deadletters.remove(letter.flow, letter.mapping, letter.record_id)
-            fixed += 1
-        rows.append(
-            [letter.flow, letter.mapping, letter.record_id, outcome, "removed" if success else "kept"]
-        )
-    print_columns(context, ["FLOW", "MAPPING", "RECORD", "OUTCOME", "LETTER"], rows, "")
-    kept = len(letters) - fixed
-    context.print(f"{len(letters)} retried: {fixed} fixed and removed, {kept} kept.")
-    return OK if not kept else WARNINGS
-
-
-# -- checkpoint reset ---------------------------------------------------------------------------------
-
-_RESET_EFFECTS = {
-    "contacts_sync": "the next contacts_sync run re-reads every row of this mapping from Dynamics (a full "
-    "load: rows unchanged since their last sync cost no Campaign call)",
-    "events_push": "the next events_push run reads the journal from its oldest retained event (up to 7 days "
-    "back; activities are upserted by event id, so events written before are not duplicated)",
-    "optout_sync": "the next optout_sync run re-reads every Campaign profile",
-    "replay": "a pending or running replay request of this mapping is dropped",
-}
-
-
-def _checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--flow", required=True, help="contacts_sync, events_push, optout_sync or replay")
-    parser.add_argument(
-        "--stream",
-        required=True,
-        help="the mapping name (contacts_sync, replay), journal "
-        "(events_push) or campaign_profiles (optout_sync)",
-    )
-    parser.add_argument("--yes", action="store_true", help="confirm: really reset it")
-
-
-@command(
-    "checkpoint reset",
-    help="Forget where a flow is in a stream, so its next run starts that stream over.",
-    arguments=_checkpoint_arguments,
-)
-def checkpoint_reset(args: argparse.Namespace, context: CommandContext) -> int:
-    checkpoints = context.app.store.checkpoints
-    current = checkpoints.get(args.flow, args.stream)
-    if current.etag is None:
-        saved = sorted(f"--flow {c.flow} --stream {c.stream}" for c in checkpoints.list())
-        context.print(f"No checkpoint {args.flow}/{args.stream}; nothing to reset.")
-        if saved:
-            context.print("Saved checkpoints: " + "; ".join(saved))
-        return FAILED
-    effect = _RESET_EFFECTS.get(args.flow, "its next run starts this stream over")
-    context.print(f"Checkpoint {args.flow}/{args.stream}: saved {when(current.updated_at)} UTC.")
-    if not args.yes:
-        context.print(f"Resetting it means: {effect}.")
-        context.print("Nothing changed: add --yes to reset it.")
-        return FAILED
-    checkpoints.reset(args.flow, args.stream)
-    context.print(f"Reset: {effect}.")
     return OK

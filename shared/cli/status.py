@@ -11,7 +11,6 @@ from shared.cli.base import (
     CommandContext,
     ago,
     command,
-    json_argument,
     print_columns,
     print_json,
     when,
@@ -22,8 +21,8 @@ from shared.cli.base import (
 
 @command(
     "status",
-    help="Per flow: state, last run, checkpoint positions, backlog, ledger counts and dead letters.",
-    arguments=json_argument,
+    help="Per flow: state, last run, checkpoint positions, backlog (changes waiting in Dynamics, the oldest "
+    "unapplied change, the journal lag), ledger counts and dead letters. Exit 0: healthy, 1: problems.",
 )
 def status(args: argparse.Namespace, context: CommandContext) -> int:
     from shared.ops import collect_status
@@ -106,12 +105,27 @@ def _print_contacts_sync(context: CommandContext, flow: dict[str, Any]) -> None:
         "DEAD",
     ]
     print_columns(context, headers, rows)
+    context.print()
     backlog = flow["backlog"]
-    context.print(
-        f"  Backlog: {backlog['retries_waiting']} record(s) wait for a retry; changes not yet read from "
-        "Dynamics: unknown (change tracking cannot be counted without reading it)"
-    )
+    rows = [
+        [
+            name,
+            _waiting(table["changes_waiting"], table["changes_waiting_more"]),
+            ago(table["oldest_unapplied_seconds"]).removesuffix(" ago"),
+            table["failed"],
+            table["dead"],
+        ]
+        for name, table in backlog["tables"].items()
+    ]
+    print_columns(context, ["BACKLOG", "CHANGES WAITING", "OLDEST UNAPPLIED", "FAILING", "DEAD"], rows)
     _print_last_counts(context, flow)
+
+
+def _waiting(count: int | None, more: bool | None) -> str:
+    """Dataverse counts up to 5,000 rows."""
+    if count is None:
+        return "unknown"
+    return f"≥ {count}" if more else str(count)
 
 
 def _print_events_push(context: CommandContext, flow: dict[str, Any]) -> None:
@@ -121,10 +135,18 @@ def _print_events_push(context: CommandContext, flow: dict[str, Any]) -> None:
     counts = flow["records"]["events"]
     position = journal["position"] or "not started"
     context.print(f"  Journal position: {position} (saved {when(journal['updated_at'])})")
-    context.print(
-        f"  Parked events (waiting for their contact): {counts['failed']}; dead: {counts['dead']}; "
-        "events not yet read from the journal: unknown"
-    )
+    backlog = flow["backlog"]
+    if backlog["journal_caught_up"]:
+        lag = "none (every event read)"
+    elif backlog["journal_caught_up"] is None:
+        lag = "unknown" if flow["enabled"] else "unknown (events_push is off)"
+    else:
+        lag = ago(backlog["journal_lag_seconds"]).removesuffix(" ago")
+        lag = (
+            f"{lag} (oldest unread event)" if backlog["journal_lag_seconds"] is not None else "events waiting"
+        )
+    context.print(f"  Journal lag: {lag}")
+    context.print(f"  Parked events (waiting for their contact): {counts['failed']}; dead: {counts['dead']}")
     _print_last_counts(context, flow)
 
 

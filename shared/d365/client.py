@@ -20,7 +20,9 @@ from shared.d365.batch import (
 )
 from shared.d365.metadata import MetadataClient
 from shared.d365.odata import (
+    COUNT_ANNOTATIONS,
     FORMATTED_VALUES,
+    MAX_PAGE_SIZE,
     RecordKey,
     id_from_entity_id,
     max_page_size,
@@ -28,7 +30,15 @@ from shared.d365.odata import (
     record_path,
 )
 from shared.errors import ConflictError, PreconditionFailedError, ServiceError
-from shared.http import ApiPipeline, ErrorInfo, RateLimiter, RetryPolicy, TokenProvider, new_session
+from shared.http import (
+    ApiPipeline,
+    ErrorInfo,
+    RateLimiter,
+    RetryPolicy,
+    SharedRate,
+    TokenProvider,
+    new_session,
+)
 
 SERVICE = "dataverse"
 DEFAULT_HEADERS = {
@@ -75,6 +85,16 @@ class Page:
 
 
 @dataclass(frozen=True)
+class RowCount:
+    """Rows matching a query as Dataverse counts them: at most 5,000, `more` when there are more; and
+    the first of them in the query's order."""
+
+    count: int
+    more: bool
+    first: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class UpsertResult:
     """`created` is None when Dataverse did not say (a plain upsert without `id_column`); `id` is None
     when the answer named the row by its alternate key only."""
@@ -100,6 +120,7 @@ class DataverseClient:
         api_version: str = "v9.2",
         timeout: tuple[float, float] = (5.0, 60.0),
         requests_per_second: float | None = None,
+        shared_rate: SharedRate | None = None,
         max_concurrency: int = 8,
         retry: RetryPolicy | None = None,
         ca_bundle: str | None = None,
@@ -117,7 +138,9 @@ class DataverseClient:
             default_headers=DEFAULT_HEADERS,
             timeout=timeout,
             retry=retry or RetryPolicy(),
-            limiter=RateLimiter(requests_per_second=requests_per_second, max_concurrency=max_concurrency),
+            limiter=RateLimiter(
+                requests_per_second=requests_per_second, max_concurrency=max_concurrency, shared=shared_rate
+            ),
             error_parser=parse_error,
             session=session,
             verify=ca_bundle,
@@ -178,6 +201,34 @@ class DataverseClient:
             page = self.read_page(link, prefer=prefer)
             yield page
             link = page.next_link
+
+    def count_rows(
+        self,
+        entity_set: str,
+        *,
+        filter: str | None = None,
+        select: str | Iterable[str] | None = None,
+        orderby: str | None = None,
+        timeout: tuple[float, float] | None = None,
+    ) -> RowCount:
+        """`$count=true` on a one-row page: how many rows match `filter`, and the first in `orderby`
+        order. Dataverse counts up to 5,000: `more` comes from its `totalrecordcountlimitexceeded`
+        annotation, or, when it sends none, from a count at that limit."""
+        response = self.pipeline.request(
+            "GET",
+            entity_set + query_string(select=select, filter=filter, orderby=orderby, count=True),
+            headers={"Prefer": f"{max_page_size(1)},{COUNT_ANNOTATIONS}"},
+            timeout=timeout,
+        )
+        payload = response.json()
+        count = int(payload.get("@odata.count") or 0)
+        more = payload.get("@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded")
+        rows = payload.get("value") or []
+        return RowCount(
+            count=count,
+            more=bool(more) if more is not None else count >= MAX_PAGE_SIZE,
+            first=rows[0] if rows else None,
+        )
 
     def get(
         self,

@@ -13,6 +13,11 @@ from urllib.parse import quote
 MAX_PAGE_SIZE = 5000
 FORMATTED_VALUES = 'odata.include-annotations="OData.Community.Display.V1.FormattedValue"'
 TRACK_CHANGES = "odata.track-changes"
+# With `$count=true`: whether there are more rows than the 5,000 Dataverse counts.
+COUNT_ANNOTATIONS = (
+    'odata.include-annotations="Microsoft.Dynamics.CRM.totalrecordcount,'
+    'Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded"'
+)
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _TRAILING_GUID = re.compile(
@@ -63,12 +68,22 @@ def columns(select: str | Iterable[str] | None) -> list[str]:
     return list(select)
 
 
-def query_string(*, select: str | Iterable[str] | None = None, filter: str | None = None) -> str:
+def query_string(
+    *,
+    select: str | Iterable[str] | None = None,
+    filter: str | None = None,
+    orderby: str | None = None,
+    count: bool = False,
+) -> str:
     options = []
     if select_columns := columns(select):
         options.append("$select=" + ",".join(select_columns))
     if filter:
         options.append("$filter=" + quote(filter, safe="(),'*:/"))
+    if orderby:
+        options.append("$orderby=" + quote(orderby, safe=","))
+    if count:
+        options.append("$count=true")
     return "?" + "&".join(options) if options else ""
 
 

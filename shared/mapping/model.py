@@ -68,14 +68,30 @@ class KeyPair(_Strict):
     _d365 = field_validator("d365")(_logical_name)
 
 
+class Link(_Strict):
+    """A lookup column that Campaign resolves as a link: the column's value (the referenced row's id, which
+    is the target mapping's key) goes to the field as is, and the resource's link `acs_field` joins that
+    field on the target resource's key. `acs check` verifies the link exists; nothing else changes."""
+
+    acs_field: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", description="the link's name in Campaign")
+    target_mapping: str = Field(description="the mapping of the referenced table, e.g. contacts")
+
+
 class FieldMapping(_Strict):
     d365: str
     acs: str = Field(description="Campaign field; nested paths with dots, e.g. location.city")
     apply_updates: bool = Field(True, description="off: written only on create, initial load or replay")
     type: FieldType | None = Field(None, description="target type; default from Dataverse metadata")
     picklist_values: Literal["label", "value"] | None = Field(None, description="default: the table's")
+    link: Link | None = Field(None, description="a lookup to another mapping's table, joined in Campaign")
 
     _d365 = field_validator("d365")(_logical_name)
+
+    @model_validator(mode="after")
+    def _link_sends_the_key(self) -> FieldMapping:
+        if self.link is not None and self.type not in (None, "String"):
+            raise ValueError(f"field '{self.d365}': a link sends the referenced key as text, not {self.type}")
+        return self
 
     @field_validator("acs")
     @classmethod
@@ -174,6 +190,9 @@ class TableMapping(_Strict):
                 if t != field.acs
             ):
                 problems.append(f"Campaign field '{field.acs}' overlaps another mapped path")
+        for field in self.fields:
+            if field.link is not None and field.link.acs_field in targets:
+                problems.append(f"link '{field.link.acs_field}' has the name of a mapped Campaign field")
         mapped = {f.d365 for f in self.fields} | {self.key.d365}
         for replacement in self.replacements:
             if replacement.field not in mapped:
@@ -287,6 +306,15 @@ class SyncConfig(_Strict):
                     f"mapping '{table.name}' maps {len(table.fields)} columns; the limit is "
                     f"{self.limits.max_columns} (limits.max_columns)"
                 )
+        names = {table.name: table for table in self.tables}
+        for table in self.tables:
+            for field in table.fields:
+                target = field.link.target_mapping if field.link else None
+                if target is not None and (target not in names or target == table.name):
+                    problems.append(
+                        f"mapping '{table.name}', field '{field.d365}': link target_mapping '{target}' "
+                        "is not another mapping of this config"
+                    )
         contact = self.contact_mapping
         if self.optout.direction != "disabled":
             if contact is None:

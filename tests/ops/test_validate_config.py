@@ -57,7 +57,10 @@ def test_a_complete_set_up_passes_every_check(stack, make_app):
         "vehicles",
         "opt-out",
     } <= areas
-    assert "  ok    contacts      Campaign key filter byExternalId answers" in lines
+    assert (
+        "  ok    contacts      filter byExternalId: key filter 'byExternalId' present, takes "
+        "externalId_parameter" in lines
+    )
     assert "  ok    dynamics      change tracking on cr123_vehicle" in lines
 
 
@@ -100,15 +103,19 @@ def test_missing_columns_fields_filters_tables_and_bad_types_each_fail_with_thei
         "(cannot be turned off again); run `python -m shared.cli d365 setup`",
         "contacts      columns missing on Dynamics table 'contact': cr123_shoesize (→ lastName)",
         "contacts      donotemail is Boolean: it cannot be converted to Date",
-        "contacts      fields missing on Campaign resource 'profileAndServicesExt/profile': cusNickname "
-        "(custom fields need the cus prefix and the profileAndServicesExt endpoint)",
-        next(
-            line[8:] for line in lines if "byCrmId (parameter externalId_parameter) does not answer" in line
-        ),
-        "parts         Campaign resource 'customResources/cusPart' does not exist",
+        "contacts      field cusNickname: field 'cusNickname' missing on 'profileAndServicesExt/profile' "
+        "(custom fields are named cus… and served only on profileAndServicesExt); add it, then publish",
+        "contacts      filter byCrmId: key filter 'byCrmId' missing on 'profileAndServicesExt/profile': "
+        "define it (parameter externalId_parameter), then publish",
+        next(line[8:] for line in lines if line.startswith("  FAIL  parts         resource: Campaign")),
         "ghosts        Dynamics table 'cr123_ghost' does not exist",
-        "ghosts        Campaign resource 'customResources/cusGhost' does not exist",
+        next(line[8:] for line in lines if line.startswith("  FAIL  ghosts        resource: Campaign")),
     ]
+    # Each Campaign problem is followed by the screen and the guide's section that fix it.
+    assert lines[lines.index(next(x for x in lines if "field cusNickname:" in x)) + 1].strip() == (
+        "fix: Administration > Development > Custom resources > Profile (extend): fields, identification "
+        "key, filter definition (docs/campaign-setup.md#3-extend-the-profile)"
+    )
     assert [line[len("  WARN  ") :] for line in lines if line.startswith("  WARN")] == [
         "dynamics      change tracking on cr123_ghost: the table does not exist in Dynamics",
         # Without events_push, activity tables not set up are only a warning.
@@ -117,7 +124,7 @@ def test_missing_columns_fields_filters_tables_and_bad_types_each_fail_with_thei
         "setup`",
         "contacts      createdon → email: a DateTime value into a Campaign string field",
     ]
-    assert lines[-1].startswith("Result: 8 check(s) failed, 3 warning(s), of 18. Fix the failed checks")
+    assert lines[-1].startswith("Result: 8 check(s) failed, 3 warning(s), of 20. Fix the failed checks")
 
 
 def test_rejected_credentials_fail_and_skip_the_checks_that_need_them(stack, make_app):
