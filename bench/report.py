@@ -16,19 +16,24 @@ README = Path(__file__).resolve().parent / "README.md"
 PROJECT_README = Path(__file__).resolve().parents[1] / "README.md"
 _TABLE_START, _TABLE_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 _SUMMARY_START, _SUMMARY_END = "<!-- bench-summary:start -->", "<!-- bench-summary:end -->"
-_SYMBOLS = {">=": "≥", "<=": "≤", "==": "="}
+_SYMBOLS = {">=": "≥", "<=": "≤", "<": "<", "==": "="}
 
 
 @dataclass(frozen=True)
 class Goal:
-    op: str  # ">=", "<=" or "=="
+    op: str  # ">=", "<=", "<" or "=="
     target: float
     why: str = ""  # e.g. "Adobe's is 2"
 
     def met(self, value: float | None) -> bool | None:
         if value is None:
             return None
-        return {">=": value >= self.target, "<=": value <= self.target, "==": value == self.target}[self.op]
+        return {
+            ">=": value >= self.target,
+            "<=": value <= self.target,
+            "<": value < self.target,
+            "==": value == self.target,
+        }[self.op]
 
     def __str__(self) -> str:
         text = f"{_SYMBOLS[self.op]} {self.target:g}"

@@ -28,6 +28,7 @@ from bench.processes import (
     run_worker,
 )
 from bench.report import Figure, Goal
+from bench.scaleout import ScaleOut
 from emulators.azurite import Azurite
 from emulators.demo import percentile
 
@@ -52,6 +53,8 @@ class Options:
     webhooks: int = 5000
     senders: int = 50
     concurrency_contacts: int = 1000
+    scaleout_contacts: int = 8000
+    scaleout_webhooks: int = 1000
     events: int = 50_000
     events_contacts: int = 5000
     protection_requests: int = 6000
@@ -105,6 +108,9 @@ class Options:
             f"requests/s (sync process {o.client_rate(o.resilience_rate)})",
             f"naive baseline: {o.baseline_contacts:,} contacts, one Campaign call at a time, look-up before "
             "every write",
+            f"8 scale-out: 3 host processes taking a burst of {o.scaleout_webhooks:,} webhooks while an "
+            f"initial load of {o.scaleout_contacts:,} contacts runs; ACS_TOTAL_REQUESTS_PER_SECOND = "
+            f"{o.client_rate(o.rate)} shared through Table Storage",
         ]
 
 
@@ -133,7 +139,7 @@ def _dataverse_attempts(stats: dict[str, Any]) -> int:
     return d["requests"] + sum(d["faults"].values()) + sum(d["rejected"].values())
 
 
-class Bench(ConcurrentDeliveries):
+class Bench(ConcurrentDeliveries, ScaleOut):
     """One lane of the benchmark: its stacks run one after the other. Lanes run side by side and share
     `figures` and `facts`; `comparisons` derives the figures that need more than one lane."""
 
@@ -246,7 +252,7 @@ class Bench(ConcurrentDeliveries):
             "initial load: ratio to R",
             round(ratio, 3),
             "",
-            Goal(">=", 0.9),
+            Goal(">=", 0.97),
             note=f"{rejected} requests refused 429 by the emulator's 1 s window (the client paces at "
             f"{o.client_rate(o.rate)}/s) and retried after Retry-After (1 s); {busy:.2f} of 2 cores busy "
             f"with the benchmark's processes, load average {result['load_average']:.2f} at the end",
@@ -303,6 +309,7 @@ class Bench(ConcurrentDeliveries):
             settings = self.settings(server)
             self.log(f"2 memory: initial load of {o.small_contacts:,} contacts")
             self.facts["small_rss_kib"] = self.run("ingress", settings, server)["peak_rss_kib"]
+            self.first_optout_run(server, settings)
 
     # -- figures from more than one lane ---------------------------------------------------------------
 
@@ -393,6 +400,7 @@ class Bench(ConcurrentDeliveries):
                 f"Dynamics change → Campaign written p{pct}",
                 _round(percentile(end_to_end, pct)),
                 "ms",
+                Goal("<", 1000) if pct == 95 else None,
                 note=(
                     "from the Web API PATCH in Dynamics to the profile write in Campaign, through "
                     "Dataverse's asynchronous webhook delivery (its share: p50 "
@@ -408,6 +416,14 @@ class Bench(ConcurrentDeliveries):
             "webhooks/s",
             note=f"{o.senders} senders, each waiting for its answer; Campaign calls "
             f"{json.dumps(stats['campaign']['engine_calls'])}",
+        )
+        self.figure(
+            "4",
+            "webhooks handled ÷ R",
+            round(len(done) / seconds / o.rate, 3),
+            "",
+            Goal(">=", 0.9),
+            note=f"R = {o.rate} Campaign requests/s; one Campaign call per webhook",
         )
         self.figure(
             "4",
@@ -591,10 +607,7 @@ class Bench(ConcurrentDeliveries):
     def optout(self, server: ServerProcess, settings: dict[str, str]) -> None:
         o = self.o
         self.log("6 opt-out: the first run after the load, then Campaign opt-outs and one on-demand run")
-        first = self.run("optout", settings, server)
-        read = first["report"]["counts"].get("unchanged", 0) + first["report"]["counts"].get(
-            "dynamics_updated", 0
-        )
+        self.run("optout", settings, server)  # reads back the profiles the load wrote
         chosen = server.call("campaign_optouts", count=o.optout_changes, seed=61)
         result = self.run("optout", settings, server)
         arrived = server.call("optouts_in_dynamics", contact_ids=chosen)
@@ -623,17 +636,28 @@ class Bench(ConcurrentDeliveries):
             "s",
             note="Adobe's integration moves opt-outs once a day",
         )
-        if read:
-            per_profile = first["seconds"] / read * 1000
-            self.figure(
-                "6",
-                "opt-out: first run after an initial load, per loaded profile",
-                round(per_profile, 2),
-                "ms",
-                note=f"{read:,} profiles re-read in {first['seconds']:.1f} s (ledger reads 8 at a time): "
-                f"≈ {per_profile * o.contacts / 1000:.0f} s for {o.contacts:,} contacts, spread over timer "
-                "runs: every profile the load wrote changed after it began, so each comes back once",
-            )
+
+    def first_optout_run(self, server: ServerProcess, settings: dict[str, str]) -> None:
+        """The first opt-out run after an initial load reads back every profile the load created (each
+        changed after the load began); on the small stack, so that its per-profile cost is not its
+        start-up's."""
+        o = self.o
+        self.log(f"6 opt-out: the first run after the load of {o.small_contacts:,} contacts")
+        first = self.run("optout", settings, server)
+        counts = first["report"]["counts"]
+        read = sum(counts.get(k, 0) for k in ("unchanged_since_load", "unchanged", "dynamics_updated"))
+        per_profile = first["seconds"] / max(read, 1) * 1000
+        self.figure(
+            "6",
+            "opt-out: first run after an initial load, per loaded profile",
+            round(per_profile, 3) if read else None,
+            "ms",
+            Goal("<=", 0.5),
+            note=f"{read:,} profiles read back in {first['seconds']:.1f} s, "
+            f"{counts.get('unchanged_since_load', 0):,} of them unmodified since the load created them (no "
+            f"ledger read): ≈ {per_profile * o.contacts / 1000:.0f} s for {o.contacts:,} contacts; "
+            f"{json.dumps(counts)}",
+        )
 
 
 def _round(value: float | None) -> float | None:

@@ -15,7 +15,7 @@ from shared.acs.client import CampaignClient
 from shared.acs.events import EventParser
 from shared.acs.ims import ImsTokenProvider
 from shared.acs.journal import JournalReader
-from shared.d365.auth import DataverseTokenProvider
+from shared.d365.auth import AzureIdentityTokenProvider, DataverseTokenProvider
 from shared.d365.client import DataverseClient
 from shared.flows.events import EventsFlow, EventsOptions
 from shared.flows.ingress import IngressFlow, IngressOptions
@@ -27,6 +27,10 @@ from shared.logs import log_event
 from shared.mapping.model import SyncConfig, load_sync_config
 from shared.settings import AppSettings, get_settings
 from shared.store import RunReport, StateStore
+from shared.store.budget import SharedBudget
+from shared.telemetry import metrics
+from shared.telemetry.catalog import RUNS
+from shared.telemetry.setup import configure_telemetry
 
 log = logging.getLogger(__name__)
 APP_ROOT = Path(__file__).resolve().parents[1]
@@ -47,16 +51,28 @@ class App:
     def store(self) -> StateStore:
         return StateStore.from_settings(self.settings)
 
-    @cached_property
-    def dataverse(self) -> DataverseClient:
+    def _dataverse_tokens(self) -> DataverseTokenProvider | AzureIdentityTokenProvider:
+        """The token provider D365_AUTH names (shared/d365/auth.py)."""
         s = self.settings
+        method = s.d365_auth_method
+        if method == "managed_identity_federation":
+            return AzureIdentityTokenProvider.managed_identity_federation(
+                tenant_id=s.d365_tenant_id,
+                client_id=s.d365_client_id,
+                managed_identity_client_id=s.d365_managed_identity_client_id or "",
+                scope=s.d365_scope,
+                authority_host=s.d365_authority_host,
+                ca_bundle=s.d365_ca_bundle,
+            )
+        if method == "azure_cli":
+            return AzureIdentityTokenProvider.azure_cli(tenant_id=s.d365_tenant_id, scope=s.d365_scope)
         certificate = None
-        if s.d365_client_certificate_path:
+        if method == "certificate":
             certificate = {
-                "private_key": Path(s.d365_client_certificate_path).read_text(),
+                "private_key": Path(s.d365_client_certificate_path or "").read_text(),
                 "thumbprint": s.d365_client_certificate_thumbprint,
             }
-        tokens = DataverseTokenProvider(
+        return DataverseTokenProvider(
             authority=s.d365_authority,
             client_id=s.d365_client_id,
             client_secret=None if certificate else s.d365_client_secret,
@@ -64,12 +80,28 @@ class App:
             scope=s.d365_scope,
             ca_bundle=s.d365_ca_bundle,
         )
+
+    def _shared_rate(self, api: str, total_per_second: float | None) -> SharedBudget | None:
+        """The deployment's budget for one API, shared with the other instances, when one is set."""
+        if total_per_second is None:
+            return None
+        return SharedBudget(
+            self.store.budgets,
+            api=api,
+            total_per_second=total_per_second,
+            max_instances=self.settings.maximum_instance_count,
+        )
+
+    @cached_property
+    def dataverse(self) -> DataverseClient:
+        s = self.settings
         return DataverseClient(
             org_url=s.d365_org_url,
-            token_provider=tokens,
+            token_provider=self._dataverse_tokens(),
             api_version=s.d365_api_version,
             timeout=(5.0, s.d365_timeout_seconds),
             requests_per_second=s.d365_requests_per_second,
+            shared_rate=self._shared_rate("dataverse", s.d365_total_requests_per_second),
             max_concurrency=s.d365_max_concurrency,
             retry=s.retry_policy,
             ca_bundle=s.d365_ca_bundle,
@@ -95,6 +127,7 @@ class App:
             token_provider=self.ims,
             timeout=(5.0, s.acs_timeout_seconds),
             requests_per_second=s.acs_requests_per_second,
+            shared_rate=self._shared_rate("campaign", s.acs_total_requests_per_second),
             max_concurrency=s.acs_max_concurrency,
             retry=s.retry_policy,
         )
@@ -206,7 +239,13 @@ class App:
             return RunReport(flow).finish("disabled")
         if past_due:
             log_event(log, logging.WARNING, "flow.past_due", flow=flow)
-        return run()
+        try:
+            report = run()
+        except Exception:
+            metrics.count(RUNS, flow=flow, outcome="failed")
+            raise
+        metrics.count(RUNS, flow=flow, outcome=report.outcome)
+        return report
 
     def contacts_sync(self, *, past_due: bool = False) -> RunReport:
         return self._timer("contacts_sync", lambda: self.ingress.run(), past_due=past_due)
@@ -232,4 +271,9 @@ class App:
 def get_app() -> App:
     settings = get_settings()
     logging.getLogger("shared").setLevel(settings.log_level)
+    # The Azure SDK logs every storage request's and response's headers at INFO (~20 lines per call,
+    # shipped to Application Insights under the Functions host's "Function" category); in the local host
+    # that was a sixth of the webhook's CPU (py-spy). Its warnings still go through.
+    logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+    configure_telemetry()
     return App(settings)

@@ -37,6 +37,8 @@ from shared.errors import (
     ThrottledError,
     TransientError,
 )
+from shared.telemetry import metrics
+from shared.telemetry.catalog import API_CALLS
 
 log = logging.getLogger(__name__)
 
@@ -177,30 +179,74 @@ class FairSlots:
                 self._free += 1
 
 
-class RateLimiter:
-    """Caps requests per second (evenly paced) and requests in flight (`FairSlots`), across threads."""
+class SharedRate(Protocol):
+    """A rate shared with other processes (`shared.store.budget.SharedBudget`): what this process may
+    send now, and what it sent."""
 
-    def __init__(self, *, requests_per_second: float | None = None, max_concurrency: int = 8) -> None:
+    def rate(self) -> float: ...
+
+    def record(self, waited: float) -> None: ...
+
+
+# A request scheduled further ahead wakes up this often to check whether a shared rate moved meanwhile.
+_REPLAN_SECONDS = 0.25
+
+
+class RateLimiter:
+    """Caps requests per second (evenly paced) and requests in flight (`FairSlots`), across threads.
+    With `shared`, the rate is this process's current share of a budget across processes, and a
+    request waiting for its turn keeps its place in line at the new pace when the share moves."""
+
+    def __init__(
+        self,
+        *,
+        requests_per_second: float | None = None,
+        max_concurrency: int = 8,
+        shared: SharedRate | None = None,
+    ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.requests_per_second = requests_per_second
         self.max_concurrency = max_concurrency
+        self.shared = shared
         self._slots = FairSlots(max_concurrency)
         self._lock = threading.Lock()
         self._next_free = time.monotonic()
+        self._interval: float | None = None
         self._in_flight = 0
         self.peak_in_flight = 0
 
+    def _current_interval(self) -> float | None:
+        rate = self.shared.rate() if self.shared is not None else self.requests_per_second
+        if not rate:
+            return None
+        interval = 1.0 / rate
+        if interval != self._interval:
+            with self._lock:
+                now = time.monotonic()
+                if self._interval is not None and self._next_free > now:
+                    self._next_free = now + (self._next_free - now) * interval / self._interval
+                self._interval = interval
+        return interval
+
     def _wait_for_rate(self) -> None:
-        if not self.requests_per_second:
+        interval = self._current_interval()
+        if interval is None:
             return
-        interval = 1.0 / self.requests_per_second
         with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next_free)
+            asked = time.monotonic()
+            start = max(asked, self._next_free)
             self._next_free = start + interval
-        if start > now:
-            time.sleep(start - now)
+        now = asked
+        while start > now:
+            time.sleep(min(start - now, _REPLAN_SECONDS))
+            now = time.monotonic()
+            current = self._current_interval()
+            if current is not None and current != interval and start > now:
+                start = now + (start - now) * current / interval
+                interval = current
+        if self.shared is not None:
+            self.shared.record(now - asked)
 
     @contextmanager
     def slot(self):
@@ -315,6 +361,7 @@ class ApiPipeline:
                         **({} if self.verify is None else {"verify": self.verify}),
                     )
             except requests.RequestException as exc:
+                metrics.count(API_CALLS, service=self.service, status="error")
                 may_have_applied = not _sent_nothing(exc)
                 if attempt < retry.total and (idempotent or not may_have_applied):
                     attempt += 1
@@ -338,6 +385,7 @@ class ApiPipeline:
                 ) from exc
 
             status = response.status_code
+            metrics.count(API_CALLS, service=self.service, status=status)
             if status < 400 or status in ok or (accept is not None and accept(response)):
                 return response
             info = self.error_parser(response)

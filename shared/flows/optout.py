@@ -8,6 +8,16 @@
 The agreed state (what both systems held after our last reconciliation) lives in the contact's ledger
 row, so our own writes, coming back as changes, are recognised and cost no further write: no echo loop.
 Conflicts follow Adobe's documented rule, `resolve_optout`.
+
+Invariants:
+- A profile whose flags equal its agreed state needs no write on either side; one whose flags differ
+  is reconciled (and its agreed state saved) or, on failure, comes again with the next run.
+- Every reconciliation leaves the agreed state equal to Campaign's flags (Campaign is patched to the
+  decision, or holds it already), and a new profile's agreed state is the flags it was created with.
+  So a profile Campaign has not modified since it was created holds its agreed flags: the first run
+  after an initial load, which reads back every profile the load created, skips those without reading
+  the ledger (`LoadWindow`). An opt-out made in Campaign during the load modifies its profile after its
+  creation (`lastModified` > `created`): that profile is read, compared and reconciled as any other.
 """
 
 from __future__ import annotations
@@ -162,6 +172,31 @@ class OptOutReconciler:
 
 
 @dataclass(frozen=True)
+class LoadWindow:
+    """When the contacts initial load ran, as its checkpoint notes it (`completed` None while it runs, or
+    for a checkpoint older than that note)."""
+
+    started: datetime
+    completed: datetime | None
+
+    def created_untouched(self, profile: dict[str, Any]) -> bool:
+        """The profile was created while the load ran and Campaign has not modified it since: it holds the
+        flags it was created with, its agreed state. (Campaign's key is unique, so a profile with a
+        contact's key that existed when the load wrote that contact was updated by it, not created.)
+        Campaign's clock and ours may differ a little: profiles near the window's edges may then be
+        compared the ordinary way, with their ledger row."""
+        created = parse_campaign_time(profile.get("created"))
+        modified = parse_campaign_time(profile.get("lastModified"))
+        return (
+            self.completed is not None
+            and created is not None
+            and modified is not None
+            and modified <= created
+            and self.started <= created <= self.completed
+        )
+
+
+@dataclass(frozen=True)
 class OptOutOptions:
     time_budget_seconds: float = 480.0
     page_size: int = 1000
@@ -198,14 +233,15 @@ class OptOutFlow:
         with correlation(f"run-{report.run_id}"), ThreadPoolExecutor(_LEDGER_READERS) as readers:
             checkpoint = self.store.checkpoints.get(FLOW, STREAM)
             since = parse_campaign_time(checkpoint.position)
+            load = self._load_window()
             if checkpoint.position is None and r.direction == "bidirectional":
                 # Two-way, the initial load reconciled every contact it wrote: start from its beginning
                 # instead of re-reading every profile once.
-                since = self._initial_load_start()
-                if since is None:
+                if load is None:
                     report.notes.append("waiting for the contacts initial load to finish")
                     self.store.reports.save(report.finish("waiting"))
                     return report
+                since = load.started
             try:
                 for page in r.campaign.iter_changed_since(
                     r.resource,
@@ -213,7 +249,7 @@ class OptOutFlow:
                     filter_name=self.options.changed_since_filter,
                     line_count=self.options.page_size,
                 ):
-                    self._process_page(page, report, readers)
+                    self._process_page(page, report, readers, load)
                     newest = max(
                         (parse_campaign_time(p.get("lastModified")) for p in page),
                         default=None,
@@ -235,23 +271,29 @@ class OptOutFlow:
         )
         return report
 
-    def _initial_load_start(self) -> datetime | None:
+    def _load_window(self) -> LoadWindow | None:
+        """The contacts initial load's window, once it has finished (None before)."""
         load = self.store.checkpoints.get(CONTACTS_SYNC, self.reconciler.mapping.name)
-        if load.data.get("mode") != "delta":
+        started = parse_campaign_time(load.data.get("initial_load_started_at"))
+        if load.data.get("mode") != "delta" or started is None:
             return None
-        return parse_campaign_time(load.data.get("initial_load_started_at"))
+        return LoadWindow(started, parse_campaign_time(load.data.get("initial_load_completed_at")))
 
-    def _process_page(self, page: list[dict[str, Any]], report: RunReport, readers: Executor) -> None:
+    def _process_page(
+        self, page: list[dict[str, Any]], report: RunReport, readers: Executor, load: LoadWindow | None
+    ) -> None:
         r = self.reconciler
         key_field = r.mapping.key.acs
         keyed: list[tuple[str, dict[str, Any]]] = []
         for profile in page:
             contact_id = str(profile.get(key_field) or "").lower()
-            if contact_id:
-                keyed.append((contact_id, profile))
-            else:
+            if not contact_id:
                 report.count("campaign_only")
-        # One ledger read per profile, several at a time: the first run after a load reads them all.
+            elif load is not None and load.created_untouched(profile):
+                report.count("unchanged_since_load")  # the load's own writes coming back
+            else:
+                keyed.append((contact_id, profile))
+        # One ledger read per remaining profile, several at a time.
         entries = readers.map(lambda item: self.store.ledger.get(r.mapping.name, item[0]), keyed)
         candidates: dict[str, tuple[dict[str, Any], LedgerRecord | None]] = {}
         for (contact_id, profile), entry in zip(keyed, entries, strict=True):

@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.store.etag import ConcurrentChange, save_entity
@@ -33,6 +34,7 @@ from shared.store.keys import decode_key, encode_key
 # per-operation cost grow with the partition. Queries over a mapping read the key range of its shards.
 SHARDS = 64
 _TRANSACTION_ROWS = 100  # the most a Table transaction takes
+_TRANSACTION_RESENDS = 2  # a transaction refused for a row in the way is sent again without it
 _SHARD_SEPARATOR = "|"  # never in an encoded mapping name (encode_key escapes it)
 
 
@@ -247,19 +249,34 @@ class RecordLedger:
         existing: list[LedgerRecord] = []
         for start in range(0, len(records), _TRANSACTION_ROWS):
             chunk = records[start : start + _TRANSACTION_ROWS]
-            try:
-                self._table.submit_transaction([("create", _to_entity(r)) for r in chunk])
-            except TableTransactionError:
-                # A transaction is all or nothing: find the rows in the way one by one.
-                for record in chunk:
-                    try:
-                        self._table.create_entity(_to_entity(record))
-                    except ResourceExistsError:
-                        existing.append(record)
+            in_the_way: list[LedgerRecord] = []
+            for _ in range(_TRANSACTION_RESENDS + 1):
+                if not chunk:
+                    break
+                try:
+                    self._table.submit_transaction([("create", _to_entity(r)) for r in chunk])
+                    chunk = []
+                    break
+                except TableTransactionError as exc:
+                    # All or nothing: the service names the operation that failed. Set that row aside
+                    # and send the others again: a webhook during a load puts a row or two of a page's
+                    # transaction in the way, and one by one the whole page took minutes.
+                    in_the_way.append(chunk.pop(min(max(exc.index, 0), len(chunk) - 1)))
+            for record in in_the_way + chunk:  # many in the way: one by one; each created, or it exists
+                try:
+                    self._table.create_entity(_to_entity(record))
+                except ResourceExistsError:
+                    existing.append(record)
         return existing
 
-    def delete(self, mapping: str, source_id: str) -> None:
-        self._table.delete_entity(partition_key(mapping, source_id), encode_key(source_id))
+    def delete(self, mapping: str, source_id: str, *, etag: str | None = None) -> None:
+        """Remove the row (nothing happens when it is gone); with `etag`, only if nobody changed it since
+        it was read, else LedgerConflict."""
+        condition = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        try:
+            self._table.delete_entity(partition_key(mapping, source_id), encode_key(source_id), **condition)
+        except ResourceModifiedError as exc:
+            raise LedgerConflict(f"ledger row {mapping}/{source_id} changed concurrently") from exc
 
     def is_empty(self, mapping: str) -> bool:
         query, parameters = _mapping_range(mapping)

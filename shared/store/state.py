@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import urllib3.util
 from azure.core.exceptions import ResourceExistsError
 from azure.core.pipeline.transport import RequestsTransport
-from azure.data.tables import TableServiceClient
+from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
 from shared.http import new_session
@@ -39,6 +39,8 @@ class StateStore:
     ledger: RecordLedger
     deadletters: DeadLetterStore
     reports: RunReportStore
+    # Per-API request budgets shared by the app's instances (`shared.store.budget`); None: not connected.
+    budgets: TableClient | None = None
 
     @classmethod
     def connect(
@@ -68,9 +70,10 @@ class StateStore:
             raise ValueError("need a storage connection string or an account name")
         checkpoints = tables.get_table_client(f"{table_prefix}checkpoints")
         ledger = tables.get_table_client(f"{table_prefix}ledger")
+        budgets = tables.get_table_client(f"{table_prefix}budgets")
         blob_container = blobs.get_container_client(container)
         if create:
-            for table in (checkpoints, ledger):
+            for table in (checkpoints, ledger, budgets):
                 try:
                     table.create_table()
                 except ResourceExistsError:
@@ -84,6 +87,7 @@ class StateStore:
             ledger=RecordLedger(ledger),
             deadletters=DeadLetterStore(blob_container),
             reports=RunReportStore(blob_container),
+            budgets=budgets,
         )
 
     @classmethod

@@ -244,3 +244,71 @@ def test_opt_out_sync_survives_flaky_campaign_reads(stack, function_app_env):
     stack.campaign.faults.configure(FaultConfig(error_rate=0.3, seed=3))
     run(optout_sync)
     assert stack.dataverse.get_row("contact", ids[0])["donotemail"] is True
+
+
+class TestFirstRunAfterAnInitialLoad:
+    """The first opt-out run reads back every profile the load created; those Campaign has not modified
+    since are skipped without a ledger read, and a profile touched during the load is compared as ever."""
+
+    def load_with_campaign_edits(self, stack, app, ids: list[str], edits: dict[str, dict]) -> None:
+        """Run the initial load; once half the profiles exist, a Campaign user edits some of them."""
+        real_create, lock = app.campaign.create, threading.Lock()
+        created: list[str] = []
+
+        def create_then_edit(resource, body):
+            answer = real_create(resource, body)
+            with lock:
+                created.append(body["externalId"])
+                due = len(created) == len(ids) // 2
+            if due:
+                for contact_id, values in edits.items():
+                    assert contact_id.lower() in created  # loaded before the edit, the load still running
+                    stack.campaign.update_profile(profile(stack, contact_id)["PKey"], values)
+            return answer
+
+        app.campaign.create = create_then_edit
+        run(contacts_sync)
+        app.campaign.create = real_create
+        assert len(created) == len(ids)
+
+    def test_an_opt_out_made_in_campaign_during_the_load_reaches_dynamics(self, stack, function_app_env):
+        ids = seeded(stack, 40)
+        app = function_app_env(config("bidirectional"), D365_PAGE_SIZE="10")
+        self.load_with_campaign_edits(stack, app, ids, {ids[0]: {"blackListPhone": True}})
+        pkeys_before = {p["PKey"] for p in stack.campaign.snapshot("profile")}
+        run(optout_sync)
+        assert flags(stack, ids[0]) == (
+            {"donotemail": False, "donotphone": True, "donotfax": False},
+            {"blackListEmail": False, "blackListPhone": True, "blackListFax": False},
+        )
+        counts = app.store.reports.latest("optout_sync")["counts"]
+        assert counts["dynamics_updated"] == 1
+        assert counts["unchanged_since_load"] == len(ids) - 1  # no ledger read for the untouched ones
+        assert {p["PKey"] for p in stack.campaign.snapshot("profile")} == pkeys_before
+
+    def test_a_profile_edited_in_other_fields_during_the_load_is_compared_and_left_alone(
+        self, stack, function_app_env
+    ):
+        ids = seeded(stack, 20)
+        app = function_app_env(config("bidirectional"), D365_PAGE_SIZE="5")
+        self.load_with_campaign_edits(stack, app, ids, {ids[1]: {"firstName": "Edited in Campaign"}})
+        dynamics_writes = WriteCounter(app.dataverse)
+        run(optout_sync)
+        counts = app.store.reports.latest("optout_sync")["counts"]
+        assert counts["unchanged"] == 1  # read from the ledger: its flags are the agreed ones
+        assert counts["unchanged_since_load"] == len(ids) - 1
+        assert dynamics_writes.count == 0
+
+    def test_profiles_created_after_the_load_are_compared_with_the_ledger(self, stack, function_app_env):
+        seeded(stack, 10)
+        app = function_app_env(config("bidirectional"))
+        run(contacts_sync)
+        run(optout_sync)
+        later = stack.dataverse.seed_contacts(3, seed=22)
+        run(contacts_sync)  # a delta run creates their profiles, after the load's window
+        stack.campaign.update_profile(profile(stack, later[0])["PKey"], {"blackListEmail": True})
+        run(optout_sync)
+        counts = app.store.reports.latest("optout_sync")["counts"]
+        assert counts["unchanged"] + counts["dynamics_updated"] == len(later)  # each read from the ledger
+        assert counts["dynamics_updated"] == 1
+        assert stack.dataverse.get_row("contact", later[0])["donotemail"] is True

@@ -184,6 +184,18 @@ def test_creating_many_rows_writes_them_in_transactions_and_leaves_rows_written_
     assert ledger.count_by_status("contacts")["synced"] == 450
 
 
+def test_create_many_sets_aside_each_row_another_writer_created_and_creates_all_the_others(state_store):
+    ledger = state_store.ledger
+    theirs = {f"c{i}" for i in range(0, 450, 7)}  # a few rows in the way in every transaction
+    etags = {i: ledger.save(LedgerRecord("contacts", i, target_key="@theirs")).etag for i in theirs}
+    records = [LedgerRecord("contacts", f"c{i}", source_version=1, target_key=f"@{i}") for i in range(450)]
+    existing = ledger.create_many(records)
+    assert {r.source_id for r in existing} == theirs
+    assert all(ledger.get("contacts", i).etag == etag for i, etag in etags.items())  # untouched
+    assert ledger.get("contacts", "c449").target_key == "@449"
+    assert ledger.count_by_status("contacts")["synced"] == 450
+
+
 def test_dead_letters_keep_payload_error_and_attempt_history(state_store):
     letters = state_store.deadletters
     letters.put(
