@@ -15,6 +15,7 @@ from shared.acs.client import CampaignClient
 from shared.acs.events import EventParser
 from shared.acs.ims import ImsTokenProvider
 from shared.acs.journal import JournalReader
+from shared.backlog import record_lag
 from shared.d365.auth import AzureIdentityTokenProvider, DataverseTokenProvider
 from shared.d365.client import DataverseClient
 from shared.flows.events import EventsFlow, EventsOptions
@@ -245,6 +246,11 @@ class App:
             metrics.count(RUNS, flow=flow, outcome="failed")
             raise
         metrics.count(RUNS, flow=flow, outcome=report.outcome)
+        if report.outcome != "failed":
+            try:
+                record_lag(self, flow)
+            except Exception:  # a figure for the dashboard: never the run's failure
+                log.warning("lag of %s not measured", flow, exc_info=True)
         return report
 
     def contacts_sync(self, *, past_due: bool = False) -> RunReport:

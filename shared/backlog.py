@@ -28,10 +28,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.errors import ServiceError
 from shared.flows import names
+from shared.flows.events import JOURNAL_STREAM
 from shared.flows.ingress import Mode
 from shared.http import RetryPolicy, retry_policy
 from shared.store import Checkpoint, RecordStatus
@@ -39,8 +40,22 @@ from shared.telemetry import metrics
 from shared.telemetry.catalog import LAG
 
 if TYPE_CHECKING:
-    from shared.app import App
-    from shared.mapping.model import TableMapping
+    from shared.d365.client import DataverseClient
+    from shared.flows.events import EventsFlow
+    from shared.flows.ingress import IngressFlow
+    from shared.mapping.model import SyncConfig, TableMapping
+    from shared.store import StateStore
+
+
+class BacklogSources(Protocol):
+    """What the backlog reads (the app: `shared.app.App`, which calls `record_lag` after its runs)."""
+
+    config: SyncConfig
+    store: StateStore
+    dataverse: DataverseClient
+    ingress: IngressFlow
+    events: EventsFlow
+
 
 # (connect, read) seconds: a status page must answer while Dynamics or Campaign is slow or down.
 TIMEOUT = (3.0, 10.0)
@@ -68,7 +83,7 @@ def odata_time(value: datetime) -> str:
 class BacklogReader:
     """Reads the backlog of one `status` call; `problems` collects why a figure is unknown."""
 
-    def __init__(self, app: App, now: datetime) -> None:
+    def __init__(self, app: BacklogSources, now: datetime) -> None:
         self.app = app
         self.now = now
         self.problems: list[str] = []
@@ -174,3 +189,18 @@ class BacklogReader:
             "journal_lag_seconds": self._seconds(at),
             "oldest_unread_event_at": at.isoformat() if at else None,
         }
+
+
+def record_lag(app: BacklogSources, flow: str) -> None:
+    """After a timer run, the lag metric of its streams, so the lag alert has a point every run whether
+    or not anything asks for the status: for `contacts_sync`, per enabled mapping, the age of the oldest
+    change Dynamics holds that the run has not read (one `$count`; the status adds the records waiting
+    for a retry, which needs a ledger scan); for `events_push`, the journal lag (one event read)."""
+    reader = BacklogReader(app, datetime.now(UTC))
+    if flow == names.CONTACTS_SYNC:
+        no_retries = {str(RecordStatus.FAILED): 0, str(RecordStatus.WRITING): 0, str(RecordStatus.DEAD): 0}
+        for mapping in app.config.tables:
+            if mapping.enabled:
+                reader.table(mapping, app.store.checkpoints.get(flow, mapping.name), no_retries)
+    elif flow == names.EVENTS_PUSH:
+        reader.journal(app.store.checkpoints.get(flow, JOURNAL_STREAM).position, enabled=True)

@@ -20,7 +20,8 @@ from shared.errors import (
     ThrottledError,
     TransientError,
 )
-from shared.http import ApiPipeline, FairSlots, RateLimiter, RetryPolicy
+from shared.http import ApiPipeline, RetryPolicy
+from shared.ratelimit import FairSlots, RateLimiter
 from tests.builders.tokens import CountingTokens
 
 

@@ -18,7 +18,8 @@ import requests
 
 from shared.acs.errors import DUPLICATE_KEY_MESSAGE, AmbiguousKeyError, parse_campaign_error
 from shared.errors import ConflictError, RequestRejectedError, ServiceError
-from shared.http import ApiPipeline, RateLimiter, RetryPolicy, SharedRate, TokenProvider, new_session
+from shared.http import ApiPipeline, RetryPolicy, TokenProvider, new_session
+from shared.ratelimit import RateLimiter, SharedRate
 
 log = logging.getLogger(__name__)
 

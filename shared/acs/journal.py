@@ -19,7 +19,8 @@ import requests
 from shared.acs.errors import JournalPositionExpired, parse_gateway_error
 from shared.acs.events import CampaignEmailEvent, EventParser
 from shared.errors import NotFoundError, RequestRejectedError
-from shared.http import ApiPipeline, RateLimiter, RetryPolicy, TokenProvider, new_session, parse_retry_after
+from shared.http import ApiPipeline, RetryPolicy, TokenProvider, new_session, parse_retry_after
+from shared.ratelimit import RateLimiter
 
 # Besides the documented 410, accept a 400/404 whose message says the position is stale or unknown.
 _EXPIRED_MESSAGE = re.compile(r"expired|invalid position|position .*(not (valid|found)|unknown)", re.I)

@@ -30,15 +30,8 @@ from shared.d365.odata import (
     record_path,
 )
 from shared.errors import ConflictError, PreconditionFailedError, ServiceError
-from shared.http import (
-    ApiPipeline,
-    ErrorInfo,
-    RateLimiter,
-    RetryPolicy,
-    SharedRate,
-    TokenProvider,
-    new_session,
-)
+from shared.http import ApiPipeline, ErrorInfo, RetryPolicy, TokenProvider, new_session
+from shared.ratelimit import RateLimiter, SharedRate
 
 SERVICE = "dataverse"
 DEFAULT_HEADERS = {

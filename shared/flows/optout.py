@@ -40,10 +40,22 @@ from shared.flows.names import CONTACTS_SYNC, OPTOUT_SYNC
 from shared.logs import correlation, log_event
 from shared.mapping.model import OptOutPair, SyncConfig
 from shared.store import LedgerRecord, RunReport, StateStore
+from shared.telemetry import metrics
+from shared.telemetry.catalog import RECORDS
 
 log = logging.getLogger(__name__)
 
 FLOW = OPTOUT_SYNC
+# The run's counts that are record outcomes, as the records metric names them (`errors`: a write failed).
+RECORD_OUTCOMES = {
+    "campaign_only": "campaign_only",
+    "unchanged_since_load": "unchanged",
+    "unchanged": "unchanged",
+    "contact_missing": "contact_missing",
+    "dynamics_updated": "dynamics_updated",
+    "campaign_updated": "campaign_updated",
+    "errors": "failed",
+}
 _LEDGER_READERS = 8  # parallel ledger reads per page (one per profile)
 STREAM = "campaign_profiles"
 AGREED = "optout"  # ledger `extra` key holding the agreed flags {campaign field: bool}
@@ -269,6 +281,9 @@ class OptOutFlow:
         log_event(
             log, logging.INFO, "optout.run", run_id=report.run_id, outcome=outcome, **dict(report.counts)
         )
+        for name, n in report.counts.items():
+            if name in RECORD_OUTCOMES:
+                metrics.count(RECORDS, n, flow=FLOW, mapping=r.mapping.name, outcome=RECORD_OUTCOMES[name])
         return report
 
     def _load_window(self) -> LoadWindow | None:

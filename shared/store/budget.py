@@ -2,7 +2,7 @@
 
 Campaign's licence (and Dataverse's service protection) limits the tenant, not one instance, while Flex
 Consumption runs as many instances as the load asks for, each with its own client-side limiter
-(`shared.http.RateLimiter`). So each *active* process publishes, about once a second, one row in the
+(`shared.ratelimit.RateLimiter`). So each *active* process publishes, about once a second, one row in the
 budget table (partition: the API, row: the process): the rate it sent over the last period, the grant
 it paces at now, and whether it wanted more (requests waited on its limiter). From the live rows
 (written within `stale_after`, by the storage service's clock) every process computes the same max-min
@@ -101,7 +101,7 @@ def allocate(total: float, demands: Iterable[Demand], *, floor: float, start: fl
 
 
 class SharedBudget:
-    """A process's share of `total_per_second` for one API (`shared.http.SharedRate` for its limiter).
+    """A process's share of `total_per_second` for one API (`shared.ratelimit.SharedRate` for its limiter).
 
     :param table: the budget table (`StateStore.budgets`).
     :param api: the partition: one budget per API (e.g. "campaign", "dataverse").
