@@ -6,7 +6,7 @@ Dataverse's deliveries arrive at a relay here (the webhook URL `d365 setup` regi
 are the real ones (post image and all); the senders then post them to `webhook_d365` and time the round
 trip. Prints its relay URL as one JSON line, waits for a line on stdin, runs, prints the results as one
 JSON line: per change its start (machine-wide monotonic clock), Dataverse's delivery delay and the
-handler's round trip, plus the answers' statuses and outcomes.
+handler's round trip, plus the answers' statuses and outcomes and the process's CPU seconds.
 
     python -m bench.webhooks --settings FILE --host-url URL --function-key KEY --changes FILE [--senders 50]
 """
@@ -112,18 +112,19 @@ def main(argv: list[str] | None = None) -> int:
             with lock:
                 results.append(result)
 
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     threads = [threading.Thread(target=sender, name=f"sender-{n}") for n in range(args.senders)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    seconds = time.monotonic() - started
+    seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu_started
     relay.server.stop()
     print(
         json.dumps(
             {
                 "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
                 "changes": results,
                 "statuses": dict(Counter(str(r["status"]) for r in results)),
                 "outcomes": dict(Counter(str(r.get("outcome")) for r in results)),

@@ -5,6 +5,7 @@ collections are arrays of ``{"key", "value"}`` pairs, typed values carry ``"__ty
 and dates are ``"/Date(<epoch ms>[+-hhmm])/"``. The models keep every key they do not know (``extra``).
 """
 
+import itertools
 import json
 import math
 import re
@@ -46,9 +47,11 @@ _WCF_DATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
 # so a few of each stay far below 64, while a hostile `[[[[…` body is refused before the recursive JSON
 # parser (and the validator) ever see it.
 MAX_NESTING = 64
-# A JSON string (escapes included; an unterminated one runs to the end) or a bracket: written so it never
-# backtracks, whatever the input.
-_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
+# A JSON string (escapes included; an unterminated one runs to the end): written so it never backtracks,
+# whatever the input.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 # How much of the validation errors a 400 answer repeats (it is also logged).
 _MAX_PROBLEMS = 10
 _MAX_PROBLEM_CHARS = 200
@@ -373,16 +376,14 @@ def _decode(body: Any) -> dict[str, Any]:
 
 def _check_nesting(text: str, limit: int = MAX_NESTING) -> None:
     """Refuse JSON text nesting arrays/objects deeper than ``limit``, without recursion (and so before
-    ``json.loads``, which recurses once per level). Brackets inside strings do not count."""
-    depth = 0
-    for token in _JSON_TOKEN.finditer(text):
-        char = text[token.start()]
-        if char == "[" or char == "{":
-            depth += 1
-            if depth > limit:
-                raise WebhookPayloadError(f"body nests arrays/objects deeper than {limit} levels")
-        elif char == "]" or char == "}":
-            depth -= 1  # an unbalanced closer is for json.loads to reject
+    ``json.loads``, which recurses once per level). Brackets inside strings do not count. Strings and
+    everything but brackets are removed by regular expressions and the depth is summed in C: a Python
+    loop over the tokens was a tenth of the webhook's own CPU."""
+    brackets = _NOT_A_BRACKET.sub("", _JSON_STRING.sub("", text))
+    deepest = max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+    if deepest > limit:
+        raise WebhookPayloadError(f"body nests arrays/objects deeper than {limit} levels")
+    # an unbalanced closer is for json.loads to reject
 
 
 def _reject_constant(name: str) -> Any:
