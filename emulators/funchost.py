@@ -27,10 +27,11 @@ import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from croniter import croniter
 from werkzeug.wrappers import Request, Response
 
 from emulators.common import EmulatorServer
@@ -40,54 +41,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class CronSchedule:
-    """NCRONTAB with six fields: second minute hour day month day-of-week (`*`, `*/n`, `a-b`, `a,b`)."""
-
-    _RANGES = ((0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+    """An NCRONTAB schedule as the host reads it: six fields, the seconds first (croniter parses it)."""
 
     def __init__(self, expression: str) -> None:
-        parts = expression.split()
-        if len(parts) != 6:
-            raise ValueError(f"NCRONTAB '{expression}' must have 6 fields (with seconds)")
+        if len(expression.split()) != 6 or not croniter.is_valid(expression, second_at_beginning=True):
+            raise ValueError(f"NCRONTAB '{expression}' must have 6 valid fields (second first)")
         self.expression = expression
-        self.fields = [
-            self._parse(part, low, high) for part, (low, high) in zip(parts, self._RANGES, strict=True)
-        ]
-
-    @staticmethod
-    def _parse(part: str, low: int, high: int) -> frozenset[int]:
-        values: set[int] = set()
-        for item in part.split(","):
-            step = 1
-            if "/" in item:
-                item, step_text = item.split("/")
-                step = int(step_text)
-            if item == "*":
-                start, end = low, high
-            elif "-" in item:
-                start, end = (int(x) for x in item.split("-"))
-            else:
-                start = end = int(item)
-            values.update(range(start, end + 1, step))
-        return frozenset(values)
-
-    def matches(self, when: datetime) -> bool:
-        second, minute, hour, day, month, weekday = self.fields
-        return (
-            when.second in second
-            and when.minute in minute
-            and when.hour in hour
-            and when.day in day
-            and when.month in month
-            and (when.weekday() + 1) % 7 in weekday
-        )
 
     def next_after(self, when: datetime) -> datetime:
-        candidate = when.replace(microsecond=0) + timedelta(seconds=1)
-        for _ in range(366 * 24 * 3600):
-            if self.matches(candidate):
-                return candidate
-            candidate += timedelta(seconds=1)
-        raise ValueError(f"NCRONTAB '{self.expression}' never fires")
+        return croniter(self.expression, when, second_at_beginning=True).get_next(datetime)
 
 
 @dataclass

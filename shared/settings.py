@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Literal
 from urllib.parse import urlsplit
 
+from croniter import croniter
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -187,8 +188,8 @@ class AppSettings(BaseSettings):
     )
     @classmethod
     def _ncrontab(cls, value: str) -> str:
-        if not _NCRONTAB.match(value):
-            raise ValueError("must be an NCRONTAB expression with 6 fields, e.g. '0 */5 * * * *'")
+        if not _NCRONTAB.match(value) or not croniter.is_valid(value, second_at_beginning=True):
+            raise ValueError("must be an NCRONTAB expression with 6 valid fields, e.g. '0 */5 * * * *'")
         return value
 
     @field_validator("event_types")

@@ -26,9 +26,10 @@ def test_ncrontab_schedules_fire_when_the_real_host_would(expression, expected):
     assert CronSchedule(expression).next_after(NOON) == expected
 
 
-def test_a_five_field_cron_is_refused_because_ncrontab_has_seconds():
-    with pytest.raises(ValueError, match="6 fields"):
-        CronSchedule("*/5 * * * *")
+@pytest.mark.parametrize("expression", ["*/5 * * * *", "0 61 * * * *", "0 0 25 * * *", "every minute"])
+def test_a_schedule_the_host_would_not_take_is_refused_by_name(expression):
+    with pytest.raises(ValueError, match="6 valid fields"):
+        CronSchedule(expression)
 
 
 def test_binding_expressions_resolve_app_settings_and_name_missing_ones():

@@ -73,8 +73,14 @@ def test_invalid_values_are_reported_together_with_missing_ones():
         "ACS_CLIENT_ID",
     }
     assert "52" in problems["D365_MAX_CONCURRENCY"]
-    assert "6 fields" in problems["CONTACTS_SYNC_SCHEDULE"]
+    assert "6 valid fields" in problems["CONTACTS_SYNC_SCHEDULE"]
     assert "unsubscribe" in problems["EVENT_TYPES"]
+
+
+@pytest.mark.parametrize("schedule", ["0 61 * * * *", "0 0 24 * * *", "0 0 8 * * Mon-Funday"])
+def test_a_schedule_with_six_fields_out_of_range_is_refused_before_the_host_would(schedule):
+    problems = problems_of(valid_environment(OPTOUT_SYNC_SCHEDULE=schedule))
+    assert "6 valid fields" in problems["OPTOUT_SYNC_SCHEDULE"]
 
 
 def test_events_settings_are_required_only_while_events_are_enabled():
