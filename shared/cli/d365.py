@@ -30,7 +30,8 @@ def _setup_arguments(parser: argparse.ArgumentParser) -> None:
     arguments=_setup_arguments,
 )
 def d365_setup(args: argparse.Namespace, context: CommandContext) -> int:
-    from shared.setup.d365 import D365Setup, WebhookTarget
+    from shared.setup.d365 import D365Setup
+    from shared.setup.webhook import WebhookTarget
 
     if bool(args.webhook_url) != bool(args.function_key):
         return refuse(args, context, "--webhook-url and --function-key go together")

@@ -15,7 +15,7 @@ from emulators.funchost import FunctionHost
 from shared import cli
 from shared.errors import NotFoundError
 from shared.setup.activities import EVENT_ID_COLUMN
-from shared.setup.d365 import ENDPOINT_NAME
+from shared.setup.webhook import ENDPOINT_NAME
 from tests.builders.sync_config import EMAIL, FIRST_NAME, LAST_NAME, contacts_mapping, sync_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,8 @@ from emulators.processes import HostProcess
 from emulators.stack import ACS_SECRET, D365_SECRET, Stack
 from shared.app import App
 from shared.settings import load_settings
-from shared.setup.d365 import D365Setup, WebhookTarget
+from shared.setup.d365 import D365Setup
+from shared.setup.webhook import WebhookTarget
 from shared.telemetry.catalog import API_CALLS, LAG, LOG_FIELDS, RECORDS, RUNS, WEBHOOK_ANSWERS
 
 pytestmark = pytest.mark.slow
