@@ -17,21 +17,58 @@ No authentication, faults or limits. Errors answer 400 `{"error": "..."}`.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from werkzeug.wrappers import Request, Response
 
-from emulators.common import FaultConfig
+from emulators.common import FaultConfig, FaultInjector
 
 from .responses import json_response
 from .schema import DataError
+from .store import Store
 
-if TYPE_CHECKING:
-    from .emulator import CampaignEmulator
+
+class CampaignControls(Protocol):
+    """What the admin surface drives: the test hooks of `CampaignEmulator`, which composes it."""
+
+    store: Store
+    faults: FaultInjector
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def snapshot(self, resource: str) -> list[dict[str, Any]]: ...
+
+    def put_profile(self, profile: dict[str, Any]) -> str: ...
+
+    def update_profile(self, pkey: str, changes: dict[str, Any]) -> None: ...
+
+    def publish_events(
+        self, events: list[dict[str, Any]], *, duplicate_rate: float = ..., shuffle_seed: int | None = ...
+    ) -> list[str]: ...
+
+    def generate_events(
+        self, n: int, *, types: tuple[str, ...] = ..., seed: int = ...
+    ) -> list[dict[str, Any]]: ...
+
+    def remove_from_metadata(
+        self,
+        resource: str,
+        *,
+        field: str | None = ...,
+        filter: str | None = ...,
+        link: str | None = ...,
+        key: bool = ...,
+    ) -> None: ...
+
+    def restore_metadata(self) -> None: ...
+
+    def advance_time(self, seconds: float) -> None: ...
+
+    def reset_counters(self) -> None: ...
 
 
 class AdminApi:
-    def __init__(self, emulator: CampaignEmulator) -> None:
+    def __init__(self, emulator: CampaignControls) -> None:
         self.emulator = emulator
 
     def handle(self, request: Request) -> Response:
@@ -39,7 +76,7 @@ class AdminApi:
         route = (request.method, *parts[:2])
         try:
             if route == ("GET", "stats"):
-                return json_response(self._stats())
+                return json_response(self.emulator.stats())
             if route[:2] == ("GET", "snapshot") and len(parts) == 2:
                 if parts[1] not in self.emulator.store.tables:
                     return _error(f"unknown resource {parts[1]}", 404)
@@ -92,26 +129,6 @@ class AdminApi:
         except (TypeError, ValueError, KeyError) as error:
             return _error(str(error))
         return _error(f"no admin route {request.method} {request.path}", 404)
-
-    def _stats(self) -> dict[str, Any]:
-        emulator = self.emulator
-        with emulator.store.lock:
-            engine_calls = dict(emulator.engine_calls)
-            by_resource = {name: dict(counts) for name, counts in emulator.engine_calls_by_resource.items()}
-            records = {name: len(table) for name, table in emulator.store.tables.items()}
-        return {
-            "engine_calls": engine_calls,
-            "engine_calls_by_resource": by_resource,
-            "request_count": emulator.request_count,
-            "tokens_issued": emulator.tokens_issued,
-            "limit": {
-                "peak_in_flight": emulator.limit.peak_in_flight,
-                "rejected": dict(emulator.limit.rejected),
-            },
-            "faults": dict(emulator.faults.counts),
-            "journal": {"published": emulator.journal.published, "retained": emulator.journal.retained},
-            "records": records,
-        }
 
 
 def _body(request: Request) -> dict[str, Any]:

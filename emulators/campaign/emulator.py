@@ -170,6 +170,26 @@ class CampaignEmulator:
         with self._requests_lock:
             self._requests = 0
 
+    def stats(self) -> dict[str, Any]:
+        """Every counter at once (`GET /_emulator/stats`)."""
+        with self.store.lock:
+            engine_calls = dict(self.engine_calls)
+            by_resource = {name: dict(counts) for name, counts in self.engine_calls_by_resource.items()}
+            records = {name: len(table) for name, table in self.store.tables.items()}
+        return {
+            "engine_calls": engine_calls,
+            "engine_calls_by_resource": by_resource,
+            "request_count": self.request_count,
+            "tokens_issued": self.tokens_issued,
+            "limit": {
+                "peak_in_flight": self.limit.peak_in_flight,
+                "rejected": dict(self.limit.rejected),
+            },
+            "faults": dict(self.faults.counts),
+            "journal": {"published": self.journal.published, "retained": self.journal.retained},
+            "records": records,
+        }
+
     # -- direct access (as a Campaign user or workflow would change data) ------------------------------
 
     def snapshot(self, resource: str = "profile") -> list[dict[str, Any]]:

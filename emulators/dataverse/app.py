@@ -6,23 +6,62 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import fields
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from werkzeug.wrappers import Request, Response
 
-from emulators.common import FaultConfig, guarded
+from emulators.common import FaultConfig, FaultInjector, ServerLimit, guarded
 
 from . import errors
+from .api import DataApi
 from .errors import ApiError
+from .identity import Identity
 from .messages import ApiCall, Reply, error_reply, json_reply
 from .odata import new_guid
 from .records import Caller
-
-if TYPE_CHECKING:
-    from .emulator import DataverseEmulator
+from .schema import Schema
 
 API_PREFIX = "/api/data/v9.2/"
 ADMIN_PREFIX = "/_emulator/"
+
+
+class ServedOrganization(Protocol):
+    """What the router serves: the parts of `DataverseEmulator` (which composes the router) behind the
+    Web API, and its test hooks behind `/_emulator/`."""
+
+    faults: FaultInjector
+    limit: ServerLimit
+    identity: Identity
+    api: DataApi
+    schema: Schema
+    application_user_id: str
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def api_url(self) -> str: ...
+
+    @property
+    def authority(self) -> str: ...
+
+    def count_request(self) -> None: ...
+
+    def stats(self) -> dict: ...
+
+    def seed_contacts(self, n: int, *, seed: int = ...) -> list[str]: ...
+
+    def advance_time(self, seconds: float) -> None: ...
+
+    def system_jobs(self) -> list[dict]: ...
+
+    def create_row(self, table: str, attrs: dict[str, Any]) -> str: ...
+
+    def update_row(self, table: str, row_id: str, attrs: dict[str, Any]) -> None: ...
+
+    def delete_row(self, table: str, row_id: str) -> None: ...
+
+    def get_row(self, table: str, row_id: str) -> dict | None: ...
 
 
 def to_response(reply: Reply, extra: list[tuple[str, str]] = ()) -> Response:
@@ -33,7 +72,7 @@ def to_response(reply: Reply, extra: list[tuple[str, str]] = ()) -> Response:
 
 
 class Router:
-    def __init__(self, emulator: DataverseEmulator) -> None:
+    def __init__(self, emulator: ServedOrganization) -> None:
         self.emulator = emulator
 
     def wsgi(self):

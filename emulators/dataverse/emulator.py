@@ -23,6 +23,7 @@ from .api import DataApi
 from .app import API_PREFIX, Router
 from .batch import Batch
 from .errors import ApiError
+from .execution_context import Organization
 from .identity import Identity
 from .metadata import Metadata
 from .records import Caller, ChangeEvent, Records
@@ -47,9 +48,10 @@ from .schema import (
     boolean,
     picklist,
 )
+from .steps import MESSAGE_IDS, validate_endpoint, validate_step
 from .store import Clock, Store
 from .tables import add_key, build_standard_schema, create_table, lookup, regarding_targets_for
-from .webhooks import MESSAGE_IDS, Organization, Webhooks, validate_endpoint
+from .webhooks import Webhooks
 
 DEFAULT_TENANT_ID = "00000000-0000-0000-0000-0000000000aa"
 DEFAULT_CLIENT_ID = "00000000-0000-0000-0000-0000000000c1"
@@ -75,20 +77,6 @@ _SPEC_TYPES = {
 
 def _stable_id(*parts: str) -> str:
     return str(uuid.uuid5(_NS, "/".join(parts)))
-
-
-def validate_step(row: dict) -> None:
-    """The registration rules Dataverse enforces on plug-in steps that matter for webhooks."""
-    if row.get("sdkmessageid") is None or row.get("eventhandler") is None:
-        raise errors.bad_request(
-            "A step needs sdkmessageid@odata.bind and eventhandler_serviceendpoint@odata.bind."
-        )
-    if row.get("stage") is None:
-        raise errors.bad_request("A step needs a stage (10, 20 or 40).")
-    if row.get("mode") == 1 and row["stage"] != 40:
-        raise errors.bad_request(
-            "Asynchronous steps can only be registered in the post-operation stage (40)."
-        )
 
 
 class DataverseEmulator:
@@ -283,11 +271,11 @@ class DataverseEmulator:
     def webhook_row_version(self) -> bool:
         """True (default): Create/Update Targets and images carry the operation's version as `RowVersion`
         (a string); False: every `RowVersion` is null, as in Microsoft's published sample."""
-        return self.webhooks.row_version
+        return self.webhooks.contexts.row_version
 
     @webhook_row_version.setter
     def webhook_row_version(self, enabled: bool) -> None:
-        self.webhooks.row_version = enabled
+        self.webhooks.contexts.row_version = enabled
 
     @property
     def empty_delta_response(self) -> str:
@@ -302,19 +290,19 @@ class DataverseEmulator:
 
     @property
     def webhook_retry_delay_seconds(self) -> float:
-        return self.webhooks.retry_delay_seconds
+        return self.webhooks.sender.retry_delay_seconds
 
     @webhook_retry_delay_seconds.setter
     def webhook_retry_delay_seconds(self, seconds: float) -> None:
-        self.webhooks.retry_delay_seconds = seconds
+        self.webhooks.sender.retry_delay_seconds = seconds
 
     @property
     def webhook_timeout_seconds(self) -> float:
-        return self.webhooks.timeout_seconds
+        return self.webhooks.sender.timeout_seconds
 
     @webhook_timeout_seconds.setter
     def webhook_timeout_seconds(self, seconds: float) -> None:
-        self.webhooks.timeout_seconds = seconds
+        self.webhooks.sender.timeout_seconds = seconds
 
     @property
     def change_token_max_age_seconds(self) -> float:
