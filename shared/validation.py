@@ -27,6 +27,7 @@ from shared.flows.optout import timestamp_field
 from shared.http import RetryPolicy
 from shared.mapping.engine import PICKLIST_TYPES, ColumnInfo, default_type
 from shared.mapping.model import FieldMapping, TableMapping
+from shared.setup.activities import SETUP_HINT
 from shared.setup.d365 import D365Setup
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 OK, WARNING, FAILED = "ok", "warning", "failed"
 PROBE_VALUE = "validate-config-probe-no-such-record"
-SETUP_HINT = "run `python -m shared.cli d365 setup`"
 
 # Dynamics column types a declared conversion can read (text columns are converted at run time).
 _TEXT_COLUMNS = frozenset({"String", "Memo"})

@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# What to tell an operator whose Dynamics lacks what this module describes.
+SETUP_HINT = "run `python -m shared.cli d365 setup`"
+
 EVENT_ID_COLUMN = "acs_eventid"
 EVENT_ID_KEY = "acs_eventid_key"
 SUBJECT_MAX_LENGTH = 400  # activitypointer.subject
