@@ -48,9 +48,11 @@ from .schema import (
     boolean,
     picklist,
 )
+from .standard_tables import build_standard_schema
 from .steps import MESSAGE_IDS, validate_endpoint, validate_step
 from .store import Clock, Store
-from .tables import add_key, build_standard_schema, create_table, lookup, regarding_targets_for
+from .tables import add_key, create_table, lookup
+from .webhook_tables import regarding_targets_for
 from .webhooks import Webhooks
 
 DEFAULT_TENANT_ID = "00000000-0000-0000-0000-0000000000aa"
