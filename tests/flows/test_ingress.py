@@ -245,20 +245,21 @@ def test_a_crash_with_two_pages_in_flight_creates_no_profile_twice_on_resume(sta
 
 
 class WebhookWritesFirst:
-    """Wraps the Campaign client: right after the load creates one chosen contact's profile, a webhook
-    for that contact (which found the profile by key) records it in the ledger before the load does."""
+    """Wraps the Campaign client: right after the load creates a chosen contact's profile, a webhook for
+    that contact (which found the profile by key) records it in the ledger before the load does."""
 
-    def __init__(self, client, ledger, contact_id: str) -> None:
-        self._client, self._ledger, self._contact_id = client, ledger, contact_id
-        self.pkey = None
+    def __init__(self, client, ledger, contact_ids) -> None:
+        self._client, self._ledger, self._contact_ids = client, ledger, set(contact_ids)
+        self.pkeys: dict[str, str] = {}
 
     def create(self, resource, body):
         created = self._client.create(resource, body)
-        if body.get("externalId") == self._contact_id:
-            self.pkey = created["PKey"]
+        contact_id = body.get("externalId")
+        if contact_id in self._contact_ids:
+            self.pkeys[contact_id] = created["PKey"]
             self._ledger.save(
                 LedgerRecord(
-                    "contacts", self._contact_id, source_version=1, target_key=self.pkey, content_hash="h"
+                    "contacts", contact_id, source_version=1, target_key=created["PKey"], content_hash="h"
                 )
             )
         return created
@@ -267,22 +268,28 @@ class WebhookWritesFirst:
         return getattr(self._client, name)
 
 
-def test_a_webhook_recording_a_contact_during_a_load_page_wins_over_the_pages_ledger_rows(
-    stack, function_app_env
+@pytest.mark.parametrize("webhooks", [1, 120])
+def test_webhooks_recording_contacts_during_a_load_page_win_over_the_pages_ledger_rows(
+    stack, function_app_env, webhooks
 ):
+    """One row in the way, or a burst's worth in every transaction of every page (repaired several at a
+    time): each record is repaired to the load's content, and no profile is created twice."""
     stack.dataverse.seed_contacts(1200, seed=12)
     app = function_app_env(CONFIG, D365_PAGE_SIZE="500")
-    contact_id = sorted(row["contactid"].lower() for row in stack.dataverse.rows("contact"))[700]
-    app.ingress.campaign = WebhookWritesFirst(app.campaign, app.store.ledger, contact_id)
+    ids = sorted(row["contactid"].lower() for row in stack.dataverse.rows("contact"))
+    chosen = ids[700:701] if webhooks == 1 else ids[:: len(ids) // webhooks][:webhooks]
+    app.ingress.campaign = WebhookWritesFirst(app.campaign, app.store.ledger, chosen)
     app.ingress.run()
 
     assert_campaign_matches(stack)
     calls = stack.campaign.engine_calls
     assert calls["insert"] == len(expected_profiles(stack.dataverse))  # none twice
-    assert calls["delete"] == 0  # the webhook's record is the profile the load created: nothing undone
-    entry = app.store.ledger.get("contacts", contact_id)
-    assert app.ingress.campaign.pkey is not None and entry.target_key == app.ingress.campaign.pkey
-    assert entry.content_hash != "h"  # decided again after the conflict: the load's content is recorded
+    assert calls["delete"] == 0  # each webhook's record is the profile the load created: nothing undone
+    assert set(app.ingress.campaign.pkeys) == set(chosen)
+    for contact_id in chosen:
+        entry = app.store.ledger.get("contacts", contact_id)
+        assert entry.target_key == app.ingress.campaign.pkeys[contact_id]
+        assert entry.content_hash != "h"  # decided again after the conflict: the load's content is recorded
     assert app.store.ledger.count_by_status("contacts")["synced"] == len(expected_profiles(stack.dataverse))
 
 

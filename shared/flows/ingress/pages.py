@@ -41,7 +41,7 @@ from shared.flows.ingress.common import (
 from shared.flows.ingress.records import RecordWriter
 from shared.logs import log_event
 from shared.mapping.engine import source_row_from_webapi
-from shared.store import Checkpoint, RunReport, StateStore
+from shared.store import Checkpoint, LedgerRecord, RunReport, StateStore
 from shared.telemetry.metrics import count_records
 
 log = logging.getLogger(__name__)
@@ -326,27 +326,42 @@ class ChangeTrackingRead:
 
     def _create_page_ledger(self, ctx: MappingContext, writes: PageLedgerWrites) -> None:
         """Create the ledger rows a load page collected. A row another writer (a webhook) created meanwhile
-        means two writes without a common lease: a profile we created twice is removed, and the record is
-        repaired so Campaign ends with the newest state."""
+        means two writes without a common lease: each such record is repaired before the page is settled,
+        several at a time (a webhook burst during a load puts hundreds in the way, and one by one they took
+        minutes), and every repair runs even past the time budget: a page settled without it could leave a
+        row claiming content the load's own write replaced."""
         pending = {record.source_id: (record, outcome) for record, outcome in writes.take()}
-        for existing in self.store.ledger.create_many(record for record, _ in pending.values()):
-            ours, outcome = pending[existing.source_id]
-            winner = self.store.ledger.get(ctx.mapping.name, existing.source_id)
-            if (
-                outcome == Outcome.CREATED
-                and winner is not None
-                and winner.target_key not in (None, ours.target_key)
-            ):
-                self.campaign.delete(ctx.mapping.acs_resource, ours.target_key)
-                log_event(
-                    log,
-                    logging.WARNING,
-                    "ingress.duplicate_undone",
-                    mapping=ctx.mapping.name,
-                    id=existing.source_id,
-                    pkey=ours.target_key,
-                )
-            self.writer.resync(ctx, existing.source_id, mode=Mode.REPAIR)
+        in_the_way = self.store.ledger.create_many(record for record, _ in pending.values())
+        if not in_the_way:
+            return
+        repair = functools.partial(self._repair_in_the_way, ctx)
+        with ThreadPoolExecutor(self.options.workers, thread_name_prefix="repair") as repairs:
+            futures = [
+                repairs.submit(contextvars.copy_context().run, repair, *pending[existing.source_id])
+                for existing in in_the_way
+            ]
+            for future in futures:
+                future.result()
+
+    def _repair_in_the_way(self, ctx: MappingContext, ours: LedgerRecord, outcome: Outcome) -> None:
+        """A profile we created twice is removed, and the record is written again under its lease so that
+        Campaign ends with the newest state."""
+        winner = self.store.ledger.get(ctx.mapping.name, ours.source_id)
+        if (
+            outcome == Outcome.CREATED
+            and winner is not None
+            and winner.target_key not in (None, ours.target_key)
+        ):
+            self.campaign.delete(ctx.mapping.acs_resource, ours.target_key)
+            log_event(
+                log,
+                logging.WARNING,
+                "ingress.duplicate_undone",
+                mapping=ctx.mapping.name,
+                id=ours.source_id,
+                pkey=ours.target_key,
+            )
+        self.writer.resync(ctx, ours.source_id, mode=Mode.REPAIR)
 
     def _finish_replay(self, ctx: MappingContext) -> None:
         checkpoints = self.store.checkpoints
