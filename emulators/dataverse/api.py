@@ -26,6 +26,7 @@ from .odata import (
     split_path,
     syntax_error,
 )
+from .payloads import locate, parse_body
 from .records import Records
 from .representation import Representation, etag
 from .schema import Attribute, Schema, Table
@@ -345,7 +346,7 @@ class DataApi:
     def retrieve(self, call: ApiCall, table: Table, key: Any) -> Reply:
         with self.store.lock:
             serialize = self.representation.serializer(table, self._select(table, call), call.prefer)
-            row_id = self.records.locate(table, key)
+            row_id = locate(self.store, table, key)
             row = self.store.get(table.logical_name, row_id) if row_id else None
             if row is None:
                 raise row_not_found(table.logical_name, key if isinstance(key, str) else str(key))
@@ -370,7 +371,7 @@ class DataApi:
     def create(self, call: ApiCall, table: Table) -> Reply:
         body = call.json()
         with self.records.atomic():
-            values = self.records.parse_body(table, body, call.caller)
+            values = parse_body(self.schema, self.store, table, body, call.caller)
             row_id, _ = self.records.create(table, values, call.caller)
         return self._written(call, table, row_id, 201)
 

@@ -14,11 +14,11 @@ from emulators.common import FaultConfig, FaultInjector, ServerLimit, guarded
 
 from . import errors
 from .api import DataApi
+from .changes import Caller
 from .errors import ApiError
 from .identity import Identity
 from .messages import ApiCall, Reply, error_reply, json_reply
 from .odata import new_guid
-from .records import Caller
 from .schema import Schema
 
 API_PREFIX = "/api/data/v9.2/"

@@ -14,10 +14,11 @@ from werkzeug.http import parse_options_header
 
 from . import errors
 from .api import DataApi, entity_reference
+from .changes import Caller
 from .errors import ApiError, bad_request
 from .messages import ApiCall, Reply, error_reply
 from .odata import new_guid
-from .records import Caller, Records
+from .records import Records
 
 MAX_REQUESTS = 1000
 _API_PATH = re.compile(r"^(?:https?://[^/]+)?/?(?:api/data/v9\.\d/)?")

@@ -11,7 +11,7 @@ from http import HTTPStatus
 
 import requests
 
-from .records import ChangeEvent
+from .changes import ChangeEvent
 
 RETRIED_STATUSES = frozenset({502, 503, 504})
 _PLUGIN_ERROR = (

@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from .changes import SYSTEM_TARGET_COLUMNS, ChangeEvent
 from .odata import new_guid
-from .records import SYSTEM_TARGET_COLUMNS, ChangeEvent
 from .representation import Representation
 from .schema import BOOLEAN, DATETIME, MONEY, MULTISELECT, PICKLIST, STATE, STATUS, Attribute, Schema, Table
 from .store import Clock

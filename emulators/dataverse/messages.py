@@ -10,9 +10,9 @@ from typing import Any
 
 from werkzeug.datastructures import Headers, MultiDict
 
+from .changes import Caller
 from .errors import PAYLOAD, ApiError
 from .odata import Prefer
-from .records import Caller
 
 JSON_CONTENT_TYPE = "application/json; odata.metadata=minimal"
 

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ElementTree
 from urllib.parse import urlencode, urlsplit
 
 from . import errors
-from .records import ChangeEvent
+from .changes import ChangeEvent
 from .store import Store
 
 WEBHOOK_CONTRACT = 8

@@ -1,16 +1,24 @@
 """How tables are built: the columns every table gets, activity tables (activitypointer columns and the
-per-target `regardingobjectid_<target>_<activity>` navigation properties), lookups and alternate keys."""
+per-target `regardingobjectid_<target>_<activity>` navigation properties), lookups, alternate keys, and
+custom columns from the short specs `define_table` takes."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from .errors import bad_request
 from .schema import (
     BIGINT,
+    BOOLEAN,
     DATETIME,
+    DECIMAL,
+    DOUBLE,
     ENTITYNAME,
     INTEGER,
     LOOKUP,
     MEMO,
+    MONEY,
+    MULTISELECT,
     OWNER,
     PICKLIST,
     STATE,
@@ -23,6 +31,8 @@ from .schema import (
     Relationship,
     Schema,
     Table,
+    boolean,
+    picklist,
 )
 
 ACTIVE_STATES = [Option(0, "Active", default_status=1), Option(1, "Inactive", default_status=2)]
@@ -37,6 +47,22 @@ ACTIVITY_STATUSES = [
     Option(2, "Completed", state=1),
     Option(3, "Canceled", state=2),
 ]
+_SPEC_TYPES = {
+    "String": STRING,
+    "Memo": MEMO,
+    "Integer": INTEGER,
+    "BigInt": BIGINT,
+    "Decimal": DECIMAL,
+    "Double": DOUBLE,
+    "Money": MONEY,
+    "Boolean": BOOLEAN,
+    "DateTime": DATETIME,
+    "Date": DATETIME,
+    "Picklist": PICKLIST,
+    "MultiSelectPicklist": MULTISELECT,
+    "Lookup": LOOKUP,
+    "Uniqueidentifier": UNIQUEIDENTIFIER,
+}
 
 
 def lookup(
@@ -187,3 +213,28 @@ def add_key(table: Table, schema_name: str, attributes: list[str], display_name:
         raise bad_request(f"A key named '{schema_name}' already exists on '{table.logical_name}'.")
     table.keys[key.logical_name] = key
     return key
+
+
+def add_spec_columns(schema: Schema, table: Table, specs: dict[str, Any]) -> None:
+    """Custom columns from `define_table`'s specs: a type name alone, or with the column's max length
+    (String, Memo), its choices (Picklist, MultiSelectPicklist) or the table it looks up (Lookup)."""
+    for name, spec in specs.items():
+        kind, extra = (spec, None) if isinstance(spec, str) else spec
+        if kind == "Lookup":
+            lookup(schema, table, name, extra, is_custom=True)
+            continue
+        options = []
+        if kind == "Boolean":
+            options = boolean()
+        elif kind in ("Picklist", "MultiSelectPicklist"):
+            options = picklist(*dict(extra).items())
+        table.add(
+            Attribute(
+                name,
+                _SPEC_TYPES[kind],
+                is_custom=True,
+                options=options,
+                date_only=kind == "Date",
+                max_length=extra if kind in ("String", "Memo") else None,
+            )
+        )

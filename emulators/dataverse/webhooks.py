@@ -15,11 +15,12 @@ import threading
 import time
 
 from . import errors
+from .changes import ChangeEvent
 from .delivery import Delivery, Sender, WebhookStats
 from .errors import ApiError
 from .execution_context import ContextWriter, Organization, serialize
 from .odata import new_guid
-from .records import ChangeEvent, Records
+from .records import Records
 from .representation import Representation
 from .schema import Schema
 from .steps import apply_auth, triggered_steps
