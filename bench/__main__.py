@@ -18,9 +18,10 @@ import threading
 import time
 from dataclasses import dataclass
 
+from bench.options import Options
 from bench.processes import ProcessError, Workspace, end_all, run_in_background
 from bench.report import machine, notes, save, text_table, update_readmes
-from bench.scenarios import Bench, Options
+from bench.scenarios import Bench
 from emulators.azurite import AzuriteError
 
 

@@ -15,6 +15,7 @@ from werkzeug.wrappers import Request, Response
 
 from bench.processes import HostProcess, run_worker
 from bench.report import Goal
+from bench.stacks import mismatches
 from emulators.common import EmulatorServer
 
 VERSIONS = 3
@@ -81,11 +82,10 @@ class ConcurrentDeliveries:
                 finally:
                     balancer.server.stop()
             state = server.call("compare")
-        mismatches = state["missing"] + state["extra"] + state["duplicates"] + state["differing"]
         self.figure(
             "4",
             "concurrent out-of-order deliveries: final mismatches",
-            mismatches if deliveries["done"] else None,
+            mismatches(state) if deliveries["done"] else None,
             "records",
             Goal("==", 0),
             note=f"{count:,} contacts changed {VERSIONS} times; Dataverse delivered "

@@ -18,6 +18,7 @@ from typing import Any
 from bench.concurrency import Balancer
 from bench.processes import HostProcess, ProcessError, run_worker
 from bench.report import Goal
+from bench.stacks import mismatches
 
 HOSTS = 3
 # A bulk edit's webhook jobs: Dataverse's asynchronous service delivers many at once.
@@ -128,7 +129,7 @@ class ScaleOut:
         self, busy: dict[str, float], deliveries: dict[str, Any], final: dict[str, Any], state: dict[str, Any]
     ) -> None:
         o = self.o
-        lost = state["missing"] + state["extra"] + state["duplicates"] + state["differing"]
+        lost = mismatches(state)
         window = (
             f"over the {busy['seconds']:.0f} s the load and the burst ran together, with "
             f"ACS_TOTAL_REQUESTS_PER_SECOND = {o.client_rate(o.rate)} shared by {HOSTS} host processes"
