@@ -13,7 +13,7 @@ import threading
 import requests
 from werkzeug.wrappers import Request, Response
 
-from bench.processes import HostProcess, run_worker
+from bench.processes import HostProcess
 from bench.report import Goal
 from bench.stacks import mismatches
 from emulators.common import EmulatorServer
@@ -70,13 +70,7 @@ class ConcurrentDeliveries:
             ):
                 balancer = Balancer([first.webhook_url, second.webhook_url], seed=o.seed)
                 try:
-                    run_worker(
-                        "setup",
-                        settings,
-                        self.workspace,
-                        timeout=120,
-                        extra=["--webhook-url", balancer.url, "--function-key=balanced"],
-                    )
+                    self.register_webhook(settings, balancer.url, "balanced")
                     server.call("edit_versions", count=count, versions=VERSIONS, seed=43)
                     deliveries = server.call("wait_deliveries", timeout=600)
                 finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from bench.processes import HostProcess, SendersProcess, ServerProcess, cpu_seconds, run_worker
+from bench.processes import HostProcess, SendersProcess, ServerProcess, cpu_seconds
 from bench.report import Goal
 from bench.stacks import MIB, WORKER_TIMEOUT, dataverse_attempts, diff, mismatches
 from emulators.demo_measure import percentile
@@ -119,13 +119,7 @@ class MainStack:
                 ],
             )
             try:
-                run_worker(
-                    "setup",
-                    settings,
-                    self.workspace,
-                    timeout=120,
-                    extra=["--webhook-url", senders.relay_url, f"--function-key={host.function_key}"],
-                )
+                self.register_webhook(settings, senders.relay_url, host.function_key)
                 server.call("watch", expected={k.lower(): v for k, v in changes.items()})
                 pids = {"host": host.process.pid, "Azurite": self.azurite_pid}
                 pids["emulators"] = server.process.pid

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from bench.concurrency import Balancer
-from bench.processes import HostProcess, ProcessError, run_worker
+from bench.processes import HostProcess, ProcessError
 from bench.report import Goal
 from bench.stacks import mismatches
 
@@ -85,13 +85,7 @@ class ScaleOut:
             hosts = [HostProcess(settings, self.workspace, name=f"scale-{n}") for n in range(HOSTS)]
             balancer = Balancer([host.webhook_url for host in hosts], seed=o.seed)
             try:
-                run_worker(
-                    "setup",
-                    settings,
-                    self.workspace,
-                    timeout=120,
-                    extra=["--webhook-url", balancer.url, "--function-key=balanced"],
-                )
+                self.register_webhook(settings, balancer.url, "balanced")
                 rate = CampaignRate(server)
                 load: dict[str, Any] = {}
                 loader = threading.Thread(target=lambda: load.update(self.run("ingress", settings, server)))

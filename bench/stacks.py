@@ -108,6 +108,11 @@ class Stacks:
         self.log(f"  {flow} run: {result.get('seconds', 0):.1f} s, {json.dumps(counts)}")
         return result
 
+    def register_webhook(self, settings: dict[str, str], url: str, function_key: str) -> None:
+        """`d365 setup` pointing Dataverse's webhook at `url` (a host, a balancer or the senders' relay)."""
+        extra = ["--webhook-url", url, f"--function-key={function_key}"]
+        run_worker("setup", settings, self.workspace, timeout=120, extra=extra)
+
     @staticmethod
     def records(result: dict[str, Any]) -> int:
         counts = result["report"]["counts"]
