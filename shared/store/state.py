@@ -53,19 +53,20 @@ class StateStore:
         container: str = "acsd365-state",
         create: bool = True,
     ) -> StateStore:
-        options = {"transport": _transport()}
         if connection_string:
-            tables = TableServiceClient.from_connection_string(connection_string, **options)
+            tables = TableServiceClient.from_connection_string(connection_string, transport=_transport())
             blobs = BlobServiceClient.from_connection_string(connection_string, transport=_transport())
         elif account_name:
             if credential is None:
                 from azure.identity import DefaultAzureCredential  # imported only where used: slow import
 
                 credential = DefaultAzureCredential()
-            tables = TableServiceClient(
-                f"https://{account_name}.table.core.windows.net", credential=credential
-            )
-            blobs = BlobServiceClient(f"https://{account_name}.blob.core.windows.net", credential=credential)
+            # The same pooled transport as with a connection string: without it the SDK's default pool
+            # (10 connections) drops connections under the flows' 32 workers, and a POST whose kept-alive
+            # connection the service closed would not be sent again.
+            url = f"https://{account_name}.{{}}.core.windows.net"
+            tables = TableServiceClient(url.format("table"), credential=credential, transport=_transport())
+            blobs = BlobServiceClient(url.format("blob"), credential=credential, transport=_transport())
         else:
             raise ValueError("need a storage connection string or an account name")
         checkpoints = tables.get_table_client(f"{table_prefix}checkpoints")

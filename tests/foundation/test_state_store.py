@@ -4,6 +4,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from azure.core.credentials import AccessToken
 from werkzeug.wrappers import Request, Response
 
 from emulators.common import EmulatorServer, drop_connection
@@ -11,7 +12,7 @@ from shared.http import new_session
 from shared.store import CheckpointConflict, LedgerConflict, LedgerRecord, RecordStatus, RunReport
 from shared.store.keys import decode_key, encode_key
 from shared.store.ledger import SHARDS, partition_key
-from shared.store.state import STORAGE_CONNECTION_RETRY
+from shared.store.state import STORAGE_CONNECTION_RETRY, StateStore
 
 AWKWARD_IDS = ["a/b\\c#d?e", "tab\there", "quote'in", "percent%25", "ünïcødé-✓", "~tilde~", "x" * 2000]
 
@@ -259,3 +260,28 @@ def test_a_storage_post_whose_connection_is_dropped_is_sent_again():
         answer = session.post(f"{server.base_url}/Tables", data=b'{"TableName": "t"}', timeout=5)
     assert answer.status_code == 201
     assert attempts == [b'{"TableName": "t"}'] * 2
+
+
+class _StaticToken:
+    """A managed identity's credential, as far as building the clients needs one (no token is asked)."""
+
+    def get_token(self, *scopes, **kwargs) -> AccessToken:
+        return AccessToken("token", 2**31)
+
+
+def _requests_session(table_client):
+    # The SDK keeps its transport privately (TableClient → generated client → pipeline → wrapper).
+    return table_client._client._client._pipeline._transport._transport.session
+
+
+@pytest.mark.parametrize("identity", ["connection string", "managed identity"])
+def test_the_ledger_uses_the_pooled_transport_that_resends_a_dropped_post_however_it_authenticates(
+    identity, azurite
+):
+    if identity == "connection string":
+        store = StateStore.connect(connection_string=azurite.connection_string, create=False)
+    else:
+        store = StateStore.connect(account_name="customer", credential=_StaticToken(), create=False)
+    adapter = _requests_session(store.ledger._table).get_adapter("https://customer.table.core.windows.net")
+    assert adapter._pool_maxsize == 32
+    assert adapter.max_retries is STORAGE_CONNECTION_RETRY
