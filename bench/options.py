@@ -64,8 +64,9 @@ class Options:
             f"2 memory: {o.small_contacts:,} vs {o.contacts:,} contacts; "
             f"3 steady state: {o.changed_percent:g}% changed + {o.changed_percent:g}% touched in unmapped "
             "columns",
-            f"4 webhooks: {o.webhooks:,}{_scaled(o.webhooks, 5000)} through the local functions host from "
-            f"{o.senders} concurrent senders, on the {o.contacts:,}-contact stack after 1 and 3; "
+            f"4 webhooks: {o.webhooks:,}{_scaled(o.webhooks, 5000)} through two local functions host "
+            f"processes (scaled out, one Campaign budget) from {o.senders} concurrent senders, on the "
+            f"{o.contacts:,}-contact stack after 1 and 3; "
             f"concurrent out-of-order deliveries: {o.concurrency_contacts:,} contacts × 3 versions, two "
             "host processes",
             f"5 events: {o.events:,}{_scaled(o.events, 50_000)} about "

@@ -1,6 +1,8 @@
 """Webhook senders (scenario 4), in their own OS process: many threads, each changing a contact in Dynamics
 through the Web API, taking the webhook Dataverse delivers for that change and posting it to the local
-functions host, as Dynamics' asynchronous service would, one change at a time per thread.
+functions host, as Dynamics' asynchronous service would, one change at a time per thread. With several
+host processes (`--webhook-url` once per host), the threads are spread evenly over them, as Azure's front
+end spreads requests over a Function App's instances.
 
 Dataverse's deliveries arrive at a relay here (the webhook URL `d365 setup` registered), so the bodies
 are the real ones (post image and all); the senders then post them to `webhook_d365` and time the round
@@ -8,7 +10,8 @@ trip. Prints its relay URL as one JSON line, waits for a line on stdin, runs, pr
 JSON line: per change its start (machine-wide monotonic clock), Dataverse's delivery delay and the
 handler's round trip, plus the answers' statuses and outcomes and the process's CPU seconds.
 
-    python -m bench.webhooks --settings FILE --host-url URL --function-key KEY --changes FILE [--senders 50]
+    python -m bench.webhooks --settings FILE --webhook-url URL [--webhook-url URL …] --changes FILE
+        [--senders 50]
 """
 
 from __future__ import annotations
@@ -61,8 +64,9 @@ class Relay:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.webhooks", description=__doc__)
     parser.add_argument("--settings", required=True, type=Path)
-    parser.add_argument("--host-url", required=True)
-    parser.add_argument("--function-key", required=True)
+    parser.add_argument(
+        "--webhook-url", required=True, action="append", help="a host's webhook_d365 URL with its ?code="
+    )
     parser.add_argument(
         "--changes", required=True, type=Path, help='JSON {"<contact id>": "<new first name>"}'
     )
@@ -83,11 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     work: queue.Queue = queue.Queue()
     for item in changes.items():
         work.put(item)
-    url = f"{args.host_url}/api/webhook_d365?code={args.function_key}"
     results: list[dict[str, Any]] = []
     lock = threading.Lock()
 
-    def sender() -> None:
+    def sender(url: str) -> None:
         session = requests.Session()
         session.trust_env = False
         while True:
@@ -113,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(result)
 
     started, cpu_started = time.monotonic(), time.process_time()
-    threads = [threading.Thread(target=sender, name=f"sender-{n}") for n in range(args.senders)]
+    urls = args.webhook_url
+    threads = [
+        threading.Thread(target=sender, args=(urls[n % len(urls)],), name=f"sender-{n}")
+        for n in range(args.senders)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
