@@ -164,13 +164,15 @@ class MainStack:
                 _round(percentile(end_to_end, pct)),
                 "ms",
                 Goal("<", 1000) if pct == 95 else None,
-                note=(
-                    "from the Web API PATCH in Dynamics to the profile write in Campaign, through "
+                note={
+                    50: "from the Web API PATCH in Dynamics to the profile write in Campaign, through "
                     "Dataverse's asynchronous webhook delivery (its share: p50 "
-                    f"{_round(percentile(delivery, 50))} ms) and the handler"
-                    if pct == 50
-                    else ""
-                ),
+                    f"{_round(percentile(delivery, 50))} ms) and the handler",
+                    # Little's law: the senders keep o.senders changes in flight.
+                    95: f"{o.senders} changes in flight at {len(done) / seconds:.0f} webhooks/s wait "
+                    f"{o.senders / max(len(done) / seconds, 0.1) * 1000:,.0f} ms each on average, most "
+                    "of it queued in the host processes",
+                }.get(pct, ""),
             )
         self.figure(
             "4",
