@@ -174,7 +174,7 @@ class IngressFlow:
             try:
                 fetched = self.writer.read_row(ctx, row.id)
             except ServiceError as exc:
-                return self.writer.leave_for_later(ctx, row.id, f"re-reading the row failed: {exc}")
+                return self.writer.outcomes.leave_for_later(ctx, row.id, f"re-reading the row failed: {exc}")
             if fetched is None:
                 log_event(
                     log,

@@ -35,10 +35,9 @@ from typing import Any
 
 from shared.acs.client import CampaignClient
 from shared.d365.client import DataverseClient
-from shared.errors import AuthenticationError, ServiceError
+from shared.errors import ServiceError
 from shared.flows.ingress.campaign import Action, CampaignWrites, settled
 from shared.flows.ingress.common import (
-    FLOW,
     NO_HINTS,
     IngressOptions,
     LoadHints,
@@ -48,18 +47,11 @@ from shared.flows.ingress.common import (
     PageLedgerWrites,
 )
 from shared.flows.ingress.order import already_applied
+from shared.flows.ingress.outcomes import RecordOutcomes
 from shared.flows.optout import OptOutReconciler
 from shared.logs import log_event
 from shared.mapping.engine import MappingError, SourceRow, source_row_from_webapi
-from shared.store import (
-    FailureBook,
-    LedgerConflict,
-    LedgerRecord,
-    RecordStatus,
-    RetryLimits,
-    StateStore,
-    Verdict,
-)
+from shared.store import LedgerConflict, LedgerRecord, RecordStatus, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +82,7 @@ class RecordWriter:
         self.options = options
         self.actions = CampaignWrites(campaign, optout)
         self._utcnow = utcnow
-        self.failures = FailureBook(
-            flow=FLOW,
-            ledger=store.ledger,
-            deadletters=store.deadletters,
-            limits=RetryLimits(
-                base_delay_seconds=options.retry_base_delay_seconds, max_attempts=options.retry_max_attempts
-            ),
-            utcnow=utcnow,
-        )
+        self.outcomes = RecordOutcomes(store=store, options=options, utcnow=utcnow, log=log)
 
     # -- entry points -----------------------------------------------------------------------------------
 
@@ -126,7 +110,7 @@ class RecordWriter:
                 continue  # another writer moved this record meanwhile: decide again on fresh state
             except _LeaseLost:
                 return self._after_lost_lease(ctx, row.id, depth)
-        return self._give_up(ctx, row.id)
+        return self.outcomes.give_up(ctx, row.id)
 
     def delete(
         self,
@@ -151,7 +135,7 @@ class RecordWriter:
                 continue
             except _LeaseLost:
                 return self._after_lost_lease(ctx, source_id, depth)
-        return self._give_up(ctx, source_id)
+        return self.outcomes.give_up(ctx, source_id)
 
     def resync(
         self, ctx: MappingContext, source_id: str, *, mode: Mode = Mode.RETRY, depth: int = 0
@@ -161,7 +145,7 @@ class RecordWriter:
         try:
             fetched = self.read_row(ctx, source_id)
         except ServiceError as exc:
-            return self.leave_for_later(ctx, source_id, f"re-reading the row failed: {exc}")
+            return self.outcomes.leave_for_later(ctx, source_id, f"re-reading the row failed: {exc}")
         if fetched is None:
             return self.delete(ctx, source_id, confirmed=True, doubt=mode == Mode.REPAIR, depth=depth)
         return self.sync(
@@ -201,7 +185,7 @@ class RecordWriter:
         mapping = ctx.mapping
         entry = None if hints.ledger_empty else self.store.ledger.get(mapping.name, row.id)
         if entry is not None and entry.leased(self._utcnow()):
-            return self._hand_off(ctx, entry)
+            return self.outcomes.hand_off(ctx, entry)
         in_doubt = mode == Mode.REPAIR or (
             entry is not None and (entry.recheck or entry.status == RecordStatus.WRITING)
         )
@@ -212,12 +196,12 @@ class RecordWriter:
         if not in_doubt:
             skip = already_applied(entry, row, operation_id)
             if skip:
-                return self._outcome(ctx, row.id, skip, version=row.version)
+                return self.outcomes.report(ctx, row.id, skip, version=row.version)
         try:
             mapped = ctx.engine.map(row)
         except MappingError as exc:
             base = entry or LedgerRecord(mapping.name, row.id)
-            return self._dead(ctx, base, exc, payload=row.values)
+            return self.outcomes.dead(ctx, base, exc, payload=row.values)
 
         base = (entry or LedgerRecord(mapping.name, row.id)).evolve(
             source_version=row.version, source_modified_on=row.modified_on, operation_id=operation_id
@@ -231,7 +215,7 @@ class RecordWriter:
         if same_content and not self.actions.optout_moved(base, mapped):
             if (entry.source_version, entry.source_modified_on) != (row.version, row.modified_on):
                 self.store.ledger.save(base)
-            return self._outcome(ctx, row.id, Outcome.UNCHANGED)
+            return self.outcomes.report(ctx, row.id, Outcome.UNCHANGED)
         upsert = self.actions.upsert(
             ctx,
             row,
@@ -249,12 +233,12 @@ class RecordWriter:
     ) -> Outcome:
         entry = self.store.ledger.get(ctx.mapping.name, source_id)
         if entry is not None and entry.leased(self._utcnow()):
-            return self._hand_off(ctx, entry)
+            return self.outcomes.hand_off(ctx, entry)
         in_doubt = doubt or (entry is not None and (entry.recheck or entry.status == RecordStatus.WRITING))
         if in_doubt and not confirmed:
             return self.resync(ctx, source_id, mode=Mode.REPAIR)  # still gone? then deleted for real
         if not in_doubt and entry is not None and entry.status == RecordStatus.DELETED:
-            return self._outcome(ctx, source_id, Outcome.DUPLICATE)
+            return self.outcomes.report(ctx, source_id, Outcome.DUPLICATE)
         base = (entry or LedgerRecord(ctx.mapping.name, source_id)).evolve(operation_id=operation_id)
         return self._apply_deletion(ctx, base, previous=entry)
 
@@ -264,7 +248,7 @@ class RecordWriter:
         gone = settled(status=RecordStatus.DELETED, target_key=None, content_hash=None, extra={})
         if not ctx.mapping.apply_deletes:
             self.store.ledger.save(base.evolve(**gone))
-            return self._outcome(ctx, base.source_id, Outcome.DELETE_NOT_APPLIED)
+            return self.outcomes.report(ctx, base.source_id, Outcome.DELETE_NOT_APPLIED)
         held = self._acquire(base)
         return self._under_lease(
             ctx, held, self.actions.delete(ctx, Outcome.DELETED, gone), previous=previous
@@ -282,7 +266,7 @@ class RecordWriter:
         if base.status != RecordStatus.EXCLUDED or base.etag is None or in_doubt:
             # Left alone in Campaign: keep its key so the record is updated if it re-enters the filter.
             self.store.ledger.save(base.evolve(**settled(status=RecordStatus.EXCLUDED, content_hash=None)))
-        return self._outcome(ctx, base.source_id, Outcome.EXCLUDED)
+        return self.outcomes.report(ctx, base.source_id, Outcome.EXCLUDED)
 
     def _as_new(self, entry: LedgerRecord | None, row: SourceRow, hints: LoadHints) -> bool:
         """A row in doubt must be the newest state to be written: a page row resumed after a load is,
@@ -307,12 +291,6 @@ class RecordWriter:
             )
         )
 
-    def _hand_off(self, ctx: MappingContext, entry: LedgerRecord) -> Outcome:
-        """Another writer holds the record: ask it to read the row again before it lets go."""
-        if not entry.recheck:
-            self.store.ledger.save(entry.evolve(recheck=True))
-        return self._outcome(ctx, entry.source_id, Outcome.HANDED_OFF)
-
     def _under_lease(
         self,
         ctx: MappingContext,
@@ -326,13 +304,13 @@ class RecordWriter:
         a recheck was asked meanwhile, apply the row as Dynamics holds it now before releasing."""
         source_id = held.source_id
         while True:
-            outcome, fields = self._attempt(ctx, held, action, payload)
+            outcome, fields = self.outcomes.attempt(ctx, held, action, payload)
             if fields is None:
                 return outcome
             still_held = self._release(held, held.evolve(**fields))
             if still_held is None:
-                self.failures.clear(previous)
-                return self._outcome(ctx, source_id, outcome)
+                self.outcomes.clear(previous)
+                return self.outcomes.report(ctx, source_id, outcome)
             held, payload = still_held, None
             action = functools.partial(self._apply_now, ctx)
 
@@ -395,82 +373,17 @@ class RecordWriter:
     ) -> Outcome:
         """No ledger row existed when the load began: write, and leave the row to be created with the
         page (see `pages.ChangeTrackingRead`)."""
-        outcome, fields = self._attempt(ctx, base, upsert, payload)
+        outcome, fields = self.outcomes.attempt(ctx, base, upsert, payload)
         if fields is not None:
             ledger_writes.add(base.evolve(**fields), outcome)
-        return self._outcome(ctx, base.source_id, outcome)
+        return self.outcomes.report(ctx, base.source_id, outcome)
 
-    def _attempt(
-        self, ctx: MappingContext, record: LedgerRecord, action: Action, payload: Any
-    ) -> tuple[Outcome, dict[str, Any] | None]:
-        """Run a Campaign action. A failure is recorded (retried later, or dead) and answers no fields."""
-        try:
-            return action(record)
-        except AuthenticationError:
-            self._fail(ctx, record, "Campaign rejected our credentials")
-            raise
-        except ServiceError as exc:
-            if exc.retriable:
-                return self._fail(ctx, record, str(exc)), None
-            return self._dead(ctx, record, exc, payload=payload), None
-        except MappingError as exc:  # a row read again no longer maps
-            return self._dead(ctx, record, exc), None
-
-    # -- bookkeeping -------------------------------------------------------------------------------------
+    # -- a lease lost mid-write -------------------------------------------------------------------------
 
     def _after_lost_lease(self, ctx: MappingContext, source_id: str, depth: int) -> Outcome:
         log_event(
             log, logging.WARNING, "ingress.lease_lost", mapping=ctx.mapping.name, id=source_id, depth=depth
         )
         if depth >= _REPAIR_DEPTH:
-            return self._give_up(ctx, source_id)
+            return self.outcomes.give_up(ctx, source_id)
         return self.resync(ctx, source_id, mode=Mode.REPAIR, depth=depth + 1)
-
-    def _give_up(self, ctx: MappingContext, source_id: str) -> Outcome:
-        return self.leave_for_later(ctx, source_id, "the record kept changing under concurrent writers")
-
-    def leave_for_later(self, ctx: MappingContext, source_id: str, error: str) -> Outcome:
-        """This writer cannot settle the record now: its lease holder, else the timer (reading it again
-        after a backoff), writes it later."""
-        entry = self.store.ledger.get(ctx.mapping.name, source_id)
-        if entry is not None and entry.leased(self._utcnow()):
-            try:
-                return self._hand_off(ctx, entry)
-            except LedgerConflict:
-                pass  # the holder released meanwhile: record the failure instead
-        entry = entry or LedgerRecord(ctx.mapping.name, source_id)
-        return self._fail(ctx, entry.evolve(recheck=True), error)
-
-    def _fail(self, ctx: MappingContext, record: LedgerRecord, error: str) -> Outcome:
-        """A transient failure: the timer retries the record (reading it again) after a backoff."""
-        verdict = self.failures.fail(record, error, still_ours=_same_lease(record))
-        if verdict == Verdict.DEAD:
-            return self._outcome(ctx, record.source_id, Outcome.DEAD, error=error)
-        return self._outcome(ctx, record.source_id, Outcome.FAILED, error=error, attempts=record.attempts + 1)
-
-    def _dead(
-        self, ctx: MappingContext, record: LedgerRecord, exc: Exception, *, payload: Any = None
-    ) -> Outcome:
-        """Not retriable (rejected data): a dead letter, visible to operators."""
-        self.failures.dead(record, exc, payload=payload, still_ours=_same_lease(record))
-        return self._outcome(ctx, record.source_id, Outcome.DEAD, error=str(exc))
-
-    @staticmethod
-    def _outcome(ctx: MappingContext, source_id: str, outcome: Outcome, **fields: Any) -> Outcome:
-        log_event(
-            log,
-            logging.DEBUG,
-            "ingress.record",
-            mapping=ctx.mapping.name,
-            id=source_id,
-            outcome=outcome,
-            **fields,
-        )
-        return outcome
-
-
-def _same_lease(record: LedgerRecord) -> Callable[[LedgerRecord], bool] | None:
-    """A failure under a lease is still ours to record while we hold that lease."""
-    if record.lease is None:
-        return None
-    return lambda fresh: fresh.status == RecordStatus.WRITING and fresh.lease == record.lease
