@@ -278,8 +278,8 @@ class App:
 # one stopped every thread for 70-180 ms about every 2 s, and the paced Campaign writers lost those slots
 # (docs/scale.md). Nearly all our objects are freed by reference counting, so the few cycles (exceptions,
 # SDK pipelines) can wait for a full collection ten times less often: a 20,000-contact load went from
-# 0.946-0.955 to 0.961-0.962 of Campaign's limit and from 2.8-3.1 to 2.6-2.7 ms of CPU per record, with
-# the same peak memory (127 MiB).
+# 0.946-0.955 to 0.955-0.962 of Campaign's limit (0.961-0.962 in four runs of five) and from 2.8-3.1 to
+# 2.6-2.9 ms of CPU per record, with the same peak memory (127 MiB).
 FULL_COLLECTION_THRESHOLD = 100
 
 
