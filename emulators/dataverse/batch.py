@@ -17,11 +17,10 @@ from .api import DataApi, entity_reference
 from .changes import Caller
 from .errors import ApiError, bad_request
 from .messages import ApiCall, Reply, error_reply
-from .odata import new_guid
+from .odata import API_PATH_PREFIX, new_guid
 from .records import Records
 
 MAX_REQUESTS = 1000
-_API_PATH = re.compile(r"^(?:https?://[^/]+)?/?(?:api/data/v9\.\d/)?")
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 
 
@@ -163,7 +162,7 @@ class Batch:
                 )
             table = self.api.schema.tables[entity[0]]
             target = f"{table.entity_set}({entity[1]}){target[reference.end() :]}"
-        path, _, query = _API_PATH.sub("", target).partition("?")
+        path, _, query = API_PATH_PREFIX.sub("", target).partition("?")
         return ApiCall(
             part.method,
             unquote(path),

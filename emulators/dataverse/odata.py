@@ -34,6 +34,11 @@ class Segment:
     key: str | None = None  # raw text between the parentheses
 
 
+# What precedes an entity set in a URL a client may send (absolute, rooted, or relative to the Web API):
+# a batch part's target, an @odata.bind reference.
+API_PATH_PREFIX = re.compile(r"^(?:https?://[^/]+)?/?(?:api/data/v9\.\d/)?")
+
+
 def split_path(path: str) -> list[Segment]:
     """`contacts(emailaddress1='a/b')/x` -> segments, respecting quotes and parentheses."""
     segments, current, key, depth, quoted = [], "", None, 0, False

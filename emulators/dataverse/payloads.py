@@ -10,7 +10,7 @@ from typing import Any
 from . import errors
 from .changes import Caller
 from .errors import ApiError, bad_request, row_not_found
-from .odata import is_guid, parse_datetime_literal, parse_key, split_path
+from .odata import API_PATH_PREFIX, is_guid, parse_datetime_literal, parse_key, split_path
 from .schema import (
     BIGINT,
     BOOLEAN,
@@ -53,7 +53,6 @@ EDM = {
     MULTISELECT: "Edm.String",
     UNIQUEIDENTIFIER: "Edm.Guid",
 }
-_API_PREFIX = re.compile(r"^(?:https?://[^/]+)?/?(?:api/data/v9\.\d/)?")
 
 
 def _payload_error(table: Table, value: Any, kind: str) -> ApiError:
@@ -184,7 +183,7 @@ def resolve_bind(
         if reference is None:
             raise bad_request(f"Content-ID Reference: '{value}' does not exist in the batch context.")
         return reference
-    segments = split_path(_API_PREFIX.sub("", value))
+    segments = split_path(API_PATH_PREFIX.sub("", value))
     target = schema.by_set(segments[0].name) if len(segments) == 1 and segments[0].key else None
     if target is None or target.logical_name != relationship.referenced_entity:
         raise bad_request(
